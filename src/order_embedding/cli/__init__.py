@@ -8,6 +8,9 @@ import sys
 #: Subcommand modules under ``order_embedding.cli``; each defines ``register(subparsers)``
 #: adding its parser(s) with ``set_defaults(func=...)``.
 COMMANDS = [
+    "train",
+    "evaluate",
+    "encode",
 ]
 
 

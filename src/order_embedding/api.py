@@ -1,0 +1,160 @@
+"""The original project's plain API: load a model, encode sentences and images, compute errors."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import runs
+from .batching import pad_batch
+from .data import Split
+from .images import image_paths, load_pixels, pixels_to_tensor
+from .measures import errors_for
+from .model import ModelConfig, OrderEmbeddingModel
+from .vocab import Vocabulary
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for encoding: network, vocabulary, configuration and where it came from."""
+
+    model: OrderEmbeddingModel
+    vocab: Vocabulary
+    train: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+    @property
+    def config(self) -> ModelConfig:
+        """The architecture configuration."""
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters live."""
+        return next(self.model.parameters()).device
+
+
+def default_device() -> torch.device:
+    """CUDA when present, otherwise the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> OrderEmbeddingModel:
+    """A model of ``config`` holding ``state``; missing, extra or mis-shaped tensors raise :class:`runs.RunError`."""
+    model = OrderEmbeddingModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise runs.RunError(f"{source}: parameters do not match the config (missing {missing}, unexpected {extra})")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise runs.RunError(
+                f"{source}: {name} has shape {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device | None = None, checkpoint: str = runs.BEST) -> LoadedModel:
+    """Load a run folder of this project, or an original ``.pkl``/``.npz`` snapshot pair by its prefix."""
+    from . import legacy
+
+    path = Path(path)
+    device = torch.device(device) if device is not None else default_device()
+    if not path.is_dir() and legacy.is_legacy_prefix(path):
+        config, state, vocab, options = legacy.load_legacy(path)
+        model = build_model(config, state, str(path))
+        return LoadedModel(model.to(device).eval(), vocab, dict(options), None)
+    if not path.is_dir():
+        raise runs.RunError(f"{path}: not a run folder, nor a snapshot prefix with {path}.pkl and {path}.npz")
+    cfg = runs.load_json(path / runs.CONFIG)
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise runs.RunError(f"{path / runs.CONFIG}: no 'model' section")
+    try:
+        config = ModelConfig.from_dict(cfg["model"])
+    except (TypeError, ValueError) as e:
+        raise runs.RunError(f"{path / runs.CONFIG}: {e}") from None
+    vocab = Vocabulary.load(path / runs.VOCAB)
+    state, _ = runs.load_tensors(path / checkpoint)
+    state = {k.removeprefix("model."): v for k, v in state.items() if not k.startswith("optim.")}
+    model = build_model(config, state, str(path / checkpoint))
+    return LoadedModel(model.to(device).eval(), vocab, cfg.get("train", {}), path)
+
+
+def _batches(n: int, batch_size: int, verbose: bool, desc: str):
+    return tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not verbose)
+
+
+@torch.no_grad()
+def encode_sentences(model: LoadedModel, sentences: Sequence[str], verbose: bool = False, batch_size: int = 128) -> np.ndarray:
+    """Embeddings (float32, one row per sentence) of pre-tokenised sentences (split on whitespace)."""
+    net = model.model.eval()
+    ids = [model.vocab.encode(s) for s in sentences]
+    out = np.empty((len(ids), model.config.dim), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
+    for i in _batches(len(order), batch_size, verbose, "sentences"):
+        chunk = order[i : i + batch_size]
+        tokens, lengths = pad_batch([ids[j] for j in chunk])
+        out[chunk] = net.encode_text(tokens.to(model.device), lengths).float().cpu().numpy()
+    return out
+
+
+def check_features(features: np.ndarray, dim_image: int, source: str = "features") -> np.ndarray:
+    """Validate a feature matrix (2-D, ``dim_image`` wide, finite); returns it as an array."""
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"{source}: expected a 2-D images x features array, got shape {features.shape}")
+    if features.shape[1] != dim_image:
+        raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
+    bad = int((~np.isfinite(features)).any(axis=1).sum()) if features.dtype.kind == "f" else 0
+    if bad:
+        raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity")
+    return features
+
+
+@torch.no_grad()
+def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
+    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
+    net = model.model.eval()
+    if model.config.backbone is None:
+        features = check_features(features, model.config.dim_image)
+    out = np.empty((len(features), model.config.dim), dtype=np.float32)
+    for i in _batches(len(features), batch_size, verbose, "images"):
+        chunk = features[i : i + batch_size]
+        if isinstance(chunk, np.ndarray) and chunk.dtype == np.uint8:
+            x = pixels_to_tensor(chunk)
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(chunk), dtype=torch.float32)
+        out[i : i + batch_size] = net.encode_image(x.to(model.device)).float().cpu().numpy()
+    return out
+
+
+def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.ndarray:
+    """The model's image input for a split: its feature rows, or its decoded pixels for backbone models."""
+    if model.config.backbone is None:
+        if split.features is None:
+            raise ValueError(f"split {split.name!r} has no image features; the model needs {model.config.dim_image}-d features")
+        return split.features
+    if split.image_files is None:
+        raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
+    size = int(model.config.backbone_options.get("image_size", 64))
+    return load_pixels(image_paths(split.image_files, split.image_root), size, verbose)
+
+
+def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(caption embeddings, image embeddings)`` of a whole split."""
+    return (
+        encode_sentences(model, split.captions, verbose=verbose),
+        encode_images(model, split_images(model, split, verbose), verbose=verbose),
+    )
+
+
+def compute_errors(model: LoadedModel, s: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """Captions x images error matrix: order-violation penalty, or minus the dot product for the symmetric model."""
+    return errors_for(model.config.method)(np.asarray(s, np.float32), np.asarray(im, np.float32))

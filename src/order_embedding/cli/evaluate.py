@@ -1,0 +1,64 @@
+"""``order-embedding evaluate``: the paper's retrieval table for one or more runs."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..api import encode_split, load_model
+from ..data import load_split, resolve_data_dir
+from ..evaluation import ranking_eval_5fold, retrieval_lists
+from ..report import model_label, results_table, rounded
+from ..runs import atomic_write
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="retrieval metrics of trained models",
+                       description="R@1/5/10, median and mean rank in both directions (COCO 1K: mean of 5 folds).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or an original snapshot prefix")
+    p.add_argument("--data", help="dataset folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--cnn", help="feature folder under images/ (default: the run's)")
+    p.add_argument("--image-root", help="folder the split's image files are relative to")
+    p.add_argument("--full", action="store_true", help="the whole split at once (COCO 5K) instead of 1,000-image folds")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the metrics as JSON")
+    p.add_argument("--ranks-json", type=Path, metavar="PATH",
+                   help="write per-query ranks and top-10 lists of the first run (whole split) as JSON")
+    p.add_argument("--device", help="torch device (default: cuda when present)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows, out = {}, {}
+    for i, path in enumerate(args.runs):
+        model = load_model(path, device=args.device)
+        result = ranking_eval_5fold(model, split=args.split, data=args.data, cnn=args.cnn,
+                                    fold5=not args.full, image_root=args.image_root)
+        name = model_label(model.config.method)
+        if name in rows:
+            name = Path(path).name
+        rows[name] = result
+        out[name] = {"t2i": rounded(result["t2i"]), "i2t": rounded(result["i2t"]), "run_dir": str(path),
+                     "folds": len(result["folds"])}
+        if i == 0 and args.ranks_json:
+            write_ranks(model, args, args.ranks_json)
+    print(results_table(rows, f"split {args.split}" + (" (whole)" if args.full else " (1,000-image folds averaged)")))
+    if args.json:
+        atomic_write(args.json, json.dumps(out, indent=2).encode())
+    return 0
+
+
+def write_ranks(model, args: argparse.Namespace, path: Path) -> None:
+    """Per-query ranks and top-10 lists over the whole split, for browsing."""
+    data = args.data or model.train.get("data")
+    if not data:
+        raise ValueError("no dataset given and the run does not record one; pass --data")
+    split = load_split(resolve_data_dir(data), args.split, cnn=args.cnn or model.train.get("cnn", "10crop"),
+                       image_root=args.image_root or model.train.get("image_root"))
+    s, im = encode_split(model, split)
+    lists = retrieval_lists(s, im, split.cap2img, model.config.method, k=10)
+    doc = {"split": args.split, "method": model.config.method, "captions": split.captions,
+           "cap2img": split.cap2img.tolist(), "image_files": split.image_files,
+           **{d: {"ranks": v["ranks"].tolist(), "top10": v["top"].tolist(),
+                  "top10_errors": v["errors"].round(6).tolist()} for d, v in lists.items()}}
+    atomic_write(path, json.dumps(doc).encode())

@@ -1,0 +1,218 @@
+"""Retrieval metrics of the paper: ranks, R@K, median and mean rank, COCO 1K folds and 5K.
+
+Ranks are 0-based positions in the ascending order of errors; ties are broken by
+index (the order of a stable sort). For caption -> image (``t2i``) each caption's
+rank is that of its own image; for image -> caption (``i2t``) an image's rank is
+the best rank among its own captions.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Metrics = dict[str, float]
+
+#: Error-matrix elements computed at once when evaluating large splits blockwise.
+BLOCK_ELEMENTS = 1 << 24
+
+
+def default_cap2img(n_captions: int, n_images: int) -> np.ndarray:
+    """The original's layout: five captions per image, in image order."""
+    if n_captions != 5 * n_images:
+        raise ValueError(
+            f"{n_captions} captions for {n_images} images is not 5 per image; pass cap2img explicitly"
+        )
+    return np.arange(n_captions) // 5
+
+
+def _check(errors: np.ndarray, cap2img: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    errors = np.asarray(errors)
+    if errors.ndim != 2:
+        raise ValueError(f"errors must be a captions x images matrix, got shape {errors.shape}")
+    if cap2img is None:
+        cap2img = default_cap2img(*errors.shape)
+    cap2img = np.asarray(cap2img, dtype=np.int64)
+    if cap2img.shape != (errors.shape[0],):
+        raise ValueError(f"cap2img has {cap2img.shape[0]} entries for {errors.shape[0]} captions")
+    if cap2img.size and (cap2img.min() < 0 or cap2img.max() >= errors.shape[1]):
+        raise ValueError("cap2img points outside the images")
+    return errors, cap2img
+
+
+def _stable_rank(values: np.ndarray, target: np.ndarray, position: np.ndarray, axis: int) -> np.ndarray:
+    """Rank of ``target`` (at index ``position``) among ``values`` along ``axis`` in a stable ascending sort."""
+    index = np.arange(values.shape[axis])
+    if axis == 1:
+        smaller = (values < target[:, None]).sum(1)
+        tied_before = ((values == target[:, None]) & (index[None, :] < position[:, None])).sum(1)
+    else:
+        smaller = (values < target[None, :]).sum(0)
+        tied_before = ((values == target[None, :]) & (index[:, None] < position[None, :])).sum(0)
+    return smaller + tied_before
+
+
+def ranks_t2i(errors: np.ndarray, cap2img: np.ndarray | None = None) -> np.ndarray:
+    """For each caption, the 0-based rank of its own image among all images."""
+    errors, cap2img = _check(errors, cap2img)
+    return _ranks_t2i(errors, cap2img)
+
+
+def ranks_i2t(errors: np.ndarray, cap2img: np.ndarray | None = None) -> np.ndarray:
+    """For each image with captions, in image order, the best 0-based rank among its own captions."""
+    errors, cap2img = _check(errors, cap2img)
+    return _ranks_i2t(errors, cap2img, 0)
+
+
+def _ranks_t2i(errors: np.ndarray, cap2img: np.ndarray) -> np.ndarray:
+    rows = np.arange(errors.shape[0])
+    return _stable_rank(errors, errors[rows, cap2img], cap2img, axis=1)
+
+
+def _ranks_i2t(errors: np.ndarray, cap2img: np.ndarray, first_image: int) -> np.ndarray:
+    """Image-to-text ranks of the image columns ``first_image ..`` of ``errors`` (all captions as rows)."""
+    local = cap2img - first_image
+    caps = np.flatnonzero((local >= 0) & (local < errors.shape[1]))
+    own = errors[caps, local[caps]]
+    # Each image's first own caption in stable order: smallest error, then smallest index.
+    order = np.lexsort((caps, own, local[caps]))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = local[caps[order[1:]]] != local[caps[order[:-1]]]
+    best = caps[order[first]]
+    return _stable_rank(errors[:, local[best]], errors[best, local[best]], best, axis=0)
+
+
+def recall_metrics(ranks: np.ndarray) -> Metrics:
+    """R@1, R@5, R@10 (percent), median rank and mean rank (1-based) of 0-based ranks."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        raise ValueError("no queries to evaluate")
+    return {
+        "R@1": 100.0 * float(np.mean(ranks < 1)),
+        "R@5": 100.0 * float(np.mean(ranks < 5)),
+        "R@10": 100.0 * float(np.mean(ranks < 10)),
+        "medr": float(np.floor(np.median(ranks)) + 1),
+        "meanr": float(np.mean(ranks) + 1),
+    }
+
+
+def _as_tuple(m: Metrics) -> tuple[float, float, float, float, float]:
+    return (m["R@1"], m["R@5"], m["R@10"], m["medr"], m["meanr"])
+
+
+def t2i(errors: np.ndarray, cap2img: np.ndarray | None = None) -> tuple[float, float, float, float, float]:
+    """Text-to-image ``(R@1, R@5, R@10, median rank, mean rank)`` of a captions x images error matrix."""
+    return _as_tuple(recall_metrics(ranks_t2i(errors, cap2img)))
+
+
+def i2t(errors: np.ndarray, cap2img: np.ndarray | None = None) -> tuple[float, float, float, float, float]:
+    """Image-to-text ``(R@1, R@5, R@10, median rank, mean rank)`` of a captions x images error matrix."""
+    return _as_tuple(recall_metrics(ranks_i2t(errors, cap2img)))
+
+
+def embedding_ranks(
+    s: np.ndarray,
+    im: np.ndarray,
+    cap2img: np.ndarray,
+    errors: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    block_elements: int = BLOCK_ELEMENTS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(t2i ranks, i2t ranks)`` from embeddings, in blocks so the error matrix is never whole in memory."""
+    n_cap, n_img = len(s), len(im)
+    cap2img = np.asarray(cap2img, dtype=np.int64)
+    if n_cap * n_img <= block_elements:
+        e = errors(s, im)
+        return ranks_t2i(e, cap2img), ranks_i2t(e, cap2img)
+    rows = max(1, block_elements // n_img)
+    r_t2i = [_ranks_t2i(errors(s[i : i + rows], im), cap2img[i : i + rows]) for i in range(0, n_cap, rows)]
+    cols = max(1, block_elements // n_cap)
+    r_i2t = [_ranks_i2t(errors(s, im[j : j + cols]), cap2img, j) for j in range(0, n_img, cols)]
+    return np.concatenate(r_t2i), np.concatenate(r_i2t)
+
+
+def evaluate_embeddings(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str) -> dict[str, Metrics]:
+    """Both directions' metrics from caption and image embeddings under a measure name."""
+    from .measures import errors_for
+
+    r_t2i, r_i2t = embedding_ranks(s, im, cap2img, errors_for(method))
+    return {"t2i": recall_metrics(r_t2i), "i2t": recall_metrics(r_i2t)}
+
+
+def evaluate_split(model, split, verbose: bool = False) -> dict[str, Metrics]:
+    """Both directions' metrics of a loaded model on a whole :class:`~order_embedding.data.Split`."""
+    from .api import encode_split
+
+    s, im = encode_split(model, split, verbose)
+    return evaluate_embeddings(s, im, split.cap2img, model.config.method)
+
+
+def average_metrics(results: list[dict[str, Metrics]]) -> dict[str, Metrics]:
+    """Per-direction means of several evaluations (COCO 1K: five folds)."""
+    return {d: {k: float(np.mean([r[d][k] for r in results])) for k in results[0][d]} for d in ("t2i", "i2t")}
+
+
+def ranking_eval_5fold(
+    model,
+    split: str = "test",
+    data: str | None = None,
+    cnn: str | None = None,
+    fold5: bool = True,
+    fold_size: int = 1000,
+    image_root: str | None = None,
+    verbose: bool = False,
+) -> dict:
+    """COCO-style evaluation of a loaded model: the mean over 1,000-image folds, or the whole split.
+
+    ``data`` and ``cnn`` default to the ones the model was trained with. Returns
+    ``{"t2i": metrics, "i2t": metrics, "folds": [per-fold results]}``.
+    """
+    from .data import load_split, resolve_data_dir
+
+    data = data or model.train.get("data")
+    if not data:
+        raise ValueError("no dataset given and the model does not record one; pass data=PATH")
+    full = load_split(resolve_data_dir(data), split, cnn=cnn or model.train.get("cnn", "10crop"),
+                      image_root=image_root or model.train.get("image_root"))
+    if not fold5 or full.n_images <= fold_size:
+        result = evaluate_split(model, full, verbose)
+        return {**result, "folds": [result]}
+    folds = [evaluate_split(model, full.fold(k, fold_size), verbose) for k in range(full.n_images // fold_size)]
+    return {**average_metrics(folds), "folds": folds}
+
+
+def _topk_rows(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and errors of the ``k`` smallest entries per row, in stable ascending order."""
+    k = min(k, errors.shape[1])
+    idx = np.argsort(errors, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(errors, idx, axis=1)
+
+
+def retrieval_lists(
+    s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str, k: int = 10,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks."""
+    from .measures import errors_for
+
+    errors = errors_for(method)
+    cap2img = np.asarray(cap2img, dtype=np.int64)
+    rows = max(1, block_elements // max(1, len(im)))
+    t_ranks, t_idx, t_err = [], [], []
+    for i in range(0, len(s), rows):
+        e = errors(s[i : i + rows], im)
+        t_ranks.append(_ranks_t2i(e, cap2img[i : i + rows]))
+        idx, err = _topk_rows(e, k)
+        t_idx.append(idx)
+        t_err.append(err)
+    cols = max(1, block_elements // max(1, len(s)))
+    i_ranks, i_idx, i_err = [], [], []
+    for j in range(0, len(im), cols):
+        e = errors(s, im[j : j + cols])
+        i_ranks.append(_ranks_i2t(e, cap2img, j))
+        idx, err = _topk_rows(e.T, k)
+        i_idx.append(idx)
+        i_err.append(err)
+    return {
+        "t2i": {"ranks": np.concatenate(t_ranks), "top": np.concatenate(t_idx), "errors": np.concatenate(t_err)},
+        "i2t": {"ranks": np.concatenate(i_ranks), "top": np.concatenate(i_idx), "errors": np.concatenate(i_err)},
+    }

@@ -1,0 +1,31 @@
+"""The paper's contrastive margin loss, with the VSE++ hardest-negative option."""
+from __future__ import annotations
+
+import torch
+
+from .measures import errors_for
+
+
+def contrastive_loss(
+    s: torch.Tensor,
+    im: torch.Tensor,
+    measure: str = "order",
+    margin: float = 0.05,
+    max_violation: bool = False,
+) -> torch.Tensor:
+    """Summed hinge loss over an aligned batch of caption rows ``s`` and image rows ``im``.
+
+    With ``E[a, b]`` the error of caption ``a`` against image ``b``, the loss is
+    ``sum_{a != b} max(0, m - E[a, b] + E[a, a]) + max(0, m - E[a, b] + E[b, b])``;
+    with ``max_violation`` each sum over negatives becomes its maximum (VSE++).
+    """
+    if s.shape != im.shape:
+        raise ValueError(f"caption and image batches differ in shape: {tuple(s.shape)} vs {tuple(im.shape)}")
+    errors = errors_for(measure)(s, im)
+    diagonal = errors.diagonal()
+    off = ~torch.eye(errors.shape[0], dtype=torch.bool, device=errors.device)
+    cost_im = (margin - errors + diagonal.view(-1, 1)).clamp(min=0) * off
+    cost_s = (margin - errors + diagonal.view(1, -1)).clamp(min=0) * off
+    if max_violation:
+        return cost_im.max(dim=1).values.sum() + cost_s.max(dim=0).values.sum()
+    return cost_im.sum() + cost_s.sum()
