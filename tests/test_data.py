@@ -474,3 +474,11 @@ def test_real_coco_test_captions_in_precomp_layout(tmp_path):
     assert f.captions == [x.strip() for x in lines[15000:20000]]
     assert np.array_equal(f.cap2img, np.arange(5000) // 5)
     assert np.array_equal(f.features, feats[3000:4000])
+
+
+def test_features_are_lazy_and_writes_do_not_reach_the_file(tmp_path):
+    _, feats = _original(tmp_path)
+    s = load_split(tmp_path, "train")
+    assert isinstance(s.features, np.memmap) and s.features.flags.writeable
+    s.features[0, 0] = 1234.0
+    assert np.array_equal(np.load(tmp_path / "images" / "10crop" / "train.npy"), feats)

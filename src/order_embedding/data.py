@@ -41,7 +41,7 @@ class Split:
     """Captions of a split, the image of each caption, and the images as features and/or files.
 
     ``cap2img[c]`` is the image row of caption ``c``. ``features`` is float32
-    ``n_images x dim_image`` (possibly a read-only memory map) or None;
+    ``n_images x dim_image`` (possibly a copy-on-write memory map of the file) or None;
     ``image_files`` lists one path per image (relative to ``image_root``) or is None.
     """
 
@@ -190,7 +190,8 @@ def _read_lines(path: Path, what: str) -> list[str]:
 def _load_features(path: Path) -> np.ndarray:
     """Float32 ``n x d`` features of an .npy file, checked to be finite."""
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        # copy-on-write map: rows are read lazily, writes never reach the file
+        arr = np.load(path, mmap_mode="c", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e})") from None
     if not isinstance(arr, np.ndarray):
