@@ -11,6 +11,7 @@ COMMANDS = [
     "train",
     "evaluate",
     "encode",
+    "convert_legacy",
 ]
 
 
