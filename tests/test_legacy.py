@@ -468,6 +468,8 @@ def test_other_non_plain_pickles_are_refused(tmp_path: Path) -> None:
         legacy.safe_loads(b"\x80\x02U\x01xQ.", "persid")
     with pytest.raises(UnsafePickleError, match="bytearray"):
         legacy.safe_loads(pickle.dumps(bytearray(b"xy"), protocol=5), "bytearray")
+    with pytest.raises(UnsafePickleError, match=r"an OrderedDict carries attributes \['x'\]"):
+        legacy.safe_loads(b"\x80\x02ccollections\nOrderedDict\n)R}U\x01xK\x01sb.", "build")  # BUILD sets od.x
     with pytest.raises(LegacySnapshotError, match="not a readable pickle"):
         legacy.safe_loads(PY2_PROTOCOL2[:60], "truncated")
 

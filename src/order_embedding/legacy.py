@@ -143,7 +143,7 @@ def _latin1(obj: Any) -> Any:
         return obj.decode("latin-1")
     if isinstance(obj, dict):
         return type(obj)((_latin1(k), _latin1(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(_latin1(v) for v in obj)
     return obj
 
