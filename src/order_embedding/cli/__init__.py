@@ -11,6 +11,7 @@ COMMANDS = [
     "train",
     "evaluate",
     "encode",
+    "demo",
     "convert_legacy",
 ]
 

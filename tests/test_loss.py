@@ -1,0 +1,71 @@
+"""The contrastive loss and the two measures against direct formulas."""
+import numpy as np
+import pytest
+import torch
+
+from order_embedding import measures
+from order_embedding.loss import contrastive_loss
+
+
+def direct_order(s, im):
+    return np.array([[sum(max(0.0, a - b) ** 2 for a, b in zip(si, ii)) for ii in im] for si in s])
+
+
+def direct_loss(E, margin, hardest):
+    n = len(E)
+    total = 0.0
+    for a in range(n):
+        im_terms = [max(0.0, margin - E[a, b] + E[a, a]) for b in range(n) if b != a]
+        s_terms = [max(0.0, margin - E[b, a] + E[a, a]) for b in range(n) if b != a]
+        total += (max(im_terms) + max(s_terms)) if hardest else (sum(im_terms) + sum(s_terms))
+    return total
+
+
+def test_order_errors_hand_case():
+    s = np.array([[0.5, 0.0], [0.1, 0.9]], np.float32)
+    im = np.array([[0.6, 0.1], [0.0, 0.3]], np.float32)
+    # caption 0 <= image 0 everywhere: no violation; caption 1 vs image 1: 0.1^2 + 0.6^2
+    expected = np.array([[0.0, 0.25], [0.64, 0.01 + 0.36]])
+    np.testing.assert_allclose(measures.order_errors(s, im), expected, rtol=1e-6)
+    np.testing.assert_allclose(measures.order_errors(torch.tensor(s), torch.tensor(im)).numpy(), expected, rtol=1e-6)
+
+
+def test_measures_keep_type_and_match_formula():
+    rng = np.random.default_rng(0)
+    s, im = rng.random((7, 5)).astype(np.float32), rng.random((4, 5)).astype(np.float32)
+    e = measures.order_errors(s, im)
+    assert isinstance(e, np.ndarray) and e.shape == (7, 4)
+    np.testing.assert_allclose(e, direct_order(s, im), rtol=1e-5)
+    c = measures.cosine_errors(torch.tensor(s), torch.tensor(im))
+    assert isinstance(c, torch.Tensor)
+    np.testing.assert_allclose(c.numpy(), -(s @ im.T), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown measure"):
+        measures.errors_for("euclid")
+
+
+@pytest.mark.parametrize("measure,margin", [("order", 0.05), ("cosine", 0.2)])
+@pytest.mark.parametrize("hardest", [False, True])
+def test_contrastive_loss_matches_direct_sum(measure, margin, hardest):
+    rng = np.random.default_rng(1)
+    s = np.abs(rng.normal(size=(6, 4))) * 0.3
+    im = np.abs(rng.normal(size=(6, 4))) * 0.3
+    E = direct_order(s, im) if measure == "order" else -(s @ im.T)
+    got = contrastive_loss(torch.tensor(s), torch.tensor(im), measure, margin, max_violation=hardest)
+    assert got.item() == pytest.approx(direct_loss(E, margin, hardest), rel=1e-9)
+
+
+def test_loss_zero_when_pairs_are_perfect_and_gradient_flows():
+    # Each caption sits below its own image only: E[a,a] = 0, E[a,b] >= 1 for a != b.
+    s = torch.eye(3, requires_grad=True)
+    im = (torch.eye(3) * 1.0).requires_grad_()
+    loss = contrastive_loss(s * 2, im, "order", 0.05)
+    assert loss.item() == 0.0
+    s2 = torch.full((3, 3), 0.5, requires_grad=True)
+    loss2 = contrastive_loss(s2, torch.rand(3, 3), "order", 0.05)
+    loss2.backward()
+    assert s2.grad is not None and torch.isfinite(s2.grad).all()
+
+
+def test_loss_rejects_misaligned_batches():
+    with pytest.raises(ValueError, match="differ in shape"):
+        contrastive_loss(torch.zeros(3, 2), torch.zeros(4, 2))
