@@ -11,9 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs
+from .backbones import is_torchvision_backbone, random_init
 from .batching import pad_batch
 from .data import Split
-from .images import image_paths, load_pixels, pixels_to_tensor
+from .images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
 from .measures import errors_for
 from .model import ModelConfig, OrderEmbeddingModel
 from .vocab import Vocabulary
@@ -46,7 +47,8 @@ def default_device() -> torch.device:
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> OrderEmbeddingModel:
     """A model of ``config`` holding ``state``; missing, extra or mis-shaped tensors raise :class:`runs.RunError`."""
-    model = OrderEmbeddingModel(config)
+    with torch.device("meta"), random_init():  # no initialising (or fetching) weights about to be replaced
+        model = OrderEmbeddingModel(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -57,7 +59,7 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
             raise runs.RunError(
                 f"{source}: {name} has shape {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}"
             )
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=True)
     return model
 
 
@@ -124,10 +126,14 @@ def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = Fals
     net = model.model.eval()
     if model.config.backbone is None:
         features = check_features(features, model.config.dim_image)
+    if isinstance(features, ImageFiles):  # image files decoded per batch into crops
+        batch_size = min(batch_size, features.batch_size)
     out = np.empty((len(features), model.config.dim), dtype=np.float32)
     for i in _batches(len(features), batch_size, verbose, "images"):
         chunk = features[i : i + batch_size]
-        if isinstance(chunk, np.ndarray) and chunk.dtype == np.uint8:
+        if isinstance(chunk, torch.Tensor):
+            x = chunk
+        elif isinstance(chunk, np.ndarray) and chunk.dtype == np.uint8:
             x = pixels_to_tensor(chunk)
         else:
             x = torch.as_tensor(np.ascontiguousarray(chunk), dtype=torch.float32)
@@ -143,6 +149,8 @@ def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.
         return split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
+    if is_torchvision_backbone(model.config.backbone):  # decoded lazily, 10 or 1 crops per image
+        return ImageFiles(image_paths(split.image_files, split.image_root), model.config.backbone_options)
     size = int(model.config.backbone_options.get("image_size", 64))
     return load_pixels(image_paths(split.image_files, split.image_root), size, verbose)
 

@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (the main job) and `make test`. Each creates the
+# virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The PyTorch build to install first. The default pair is what torchvision needs;
+# `make TORCH=torch==2.13.0 ...` takes a CPU-only build without torchvision, and
+# `make TORCH=` lets pip resolve torch from pyproject.toml alone.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= vision,serve,faiss,dev
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(if $(strip $(TORCH)),$(VENV)/bin/pip install $(TORCH))
+	$(VENV)/bin/pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/order-embedding demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny learnable dataset in the original layout."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORDS = ["red", "green", "blue", "round", "square", "big", "small", "tall"]
+
+
+def write_tiny_dataset(root: Path, n_train: int = 60, n_dev: int = 20, n_test: int = 20, dim_image: int = 16,
+                       seed: int = 0) -> Path:
+    """Images are noisy copies of 8 class centroids; each caption names its class's two words."""
+    rng = np.random.default_rng(seed)
+    centroids = rng.normal(size=(8, dim_image))
+    (root / "images" / "10crop").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
+        classes = rng.integers(0, 8, n)
+        feats = centroids[classes] + 0.3 * rng.normal(size=(n, dim_image))
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        np.save(root / "images" / "10crop" / f"{split}.npy", feats.astype(np.float32))
+        lines = []
+        for c in classes:
+            a, b = WORDS[c], WORDS[(c + 3) % 8]
+            lines += [f"a {a} {b} thing", f"the {a} and {b} one", f"{a} {b}", f"something {a} {b}", f"a {b} {a} object"]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return write_tiny_dataset(tmp_path / "tiny")
+
+
+TINY_MODEL = dict(dim=12, dim_word=8, dim_image=16, batch_size=16, dispFreq=1, validFreq=4, verbose=False)
