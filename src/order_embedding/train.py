@@ -21,7 +21,8 @@ from .api import LoadedModel, default_device, encode_images, encode_sentences, l
 from .batching import epoch_batches, pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
-from .images import FeatureSource, PixelSource, image_paths
+from .backbones import is_torchvision_backbone
+from .images import BackboneImageSource, FeatureSource, PixelSource, image_paths
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
 from .vocab import Vocabulary
@@ -112,6 +113,8 @@ def image_source(split: Split, options: dict[str, Any], verbose: bool):
         if split.features is None:
             raise ValueError(f"split {split.name!r} has no image features under images/{options['cnn']}/")
         return FeatureSource(split.features)
+    if is_torchvision_backbone(options["backbone"]):  # image files loaded per batch, augmented for training
+        return BackboneImageSource(image_paths(split.image_files or [], split.image_root), options["backbone_options"])
     size = int(options["backbone_options"].get("image_size", 64))
     return PixelSource(image_paths(split.image_files or [], split.image_root), size, verbose)
 

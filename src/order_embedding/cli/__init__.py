@@ -13,6 +13,8 @@ COMMANDS = [
     "encode",
     "demo",
     "convert_legacy",
+    "prepare",
+    "extract_features",
 ]
 
 

@@ -24,12 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             continue
         p.add_argument(f"--{key}", dest=key, type=_parse_value, default=argparse.SUPPRESS,
                        metavar="VALUE", help=f"default: {json.dumps(value)}")
+    p.add_argument("--finetune", action="store_true",
+                   help="train the torchvision backbone's weights too (default: frozen); needs --backbone")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+    if args.finetune:
+        if not options.get("backbone"):
+            raise ValueError("--finetune needs a backbone (for example --backbone resnet152 --dim_image 2048)")
+        options["backbone_options"] = {**(options.get("backbone_options") or {}), "finetune": True}
     run_dir = trainer(args.preset, verbose=not args.quiet, **options)
     print(run_dir)
     return 0
