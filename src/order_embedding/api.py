@@ -136,7 +136,7 @@ def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = Fals
         elif isinstance(chunk, np.ndarray) and chunk.dtype == np.uint8:
             x = pixels_to_tensor(chunk)
         else:
-            x = torch.as_tensor(np.ascontiguousarray(chunk), dtype=torch.float32)
+            x = torch.from_numpy(np.array(chunk, dtype=np.float32))  # a copy: inputs may be read-only maps
         out[i : i + batch_size] = net.encode_image(x.to(model.device)).float().cpu().numpy()
     return out
 

@@ -15,6 +15,7 @@ COMMANDS = [
     "convert_legacy",
     "prepare",
     "extract_features",
+    "serve",
 ]
 
 
@@ -33,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` and run the chosen subcommand; user errors print one line."""
+    from ..train import TrainingError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("order-embedding: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
         return 2
