@@ -1,0 +1,143 @@
+"""The web app: a JSON API over a folder of runs, and the pages that use it."""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from .. import runs
+from .store import MAX_K, MAX_QUERY_CHARS, NotFound, RunStore, Unavailable, safe_path
+
+STATIC = Path(__file__).parent / "static"
+#: Most queries one browser page lists.
+MAX_PAGE = 50
+
+
+def placeholder_svg(label: str) -> str:
+    """A grey square naming an image that has no file to show."""
+    text = html.escape(label)
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="128" height="128" viewBox="0 0 128 128">'
+            '<rect width="128" height="128" fill="#d9d9d9"/>'
+            f'<text x="64" y="70" font-family="sans-serif" font-size="14" text-anchor="middle" fill="#444">{text}</text>'
+            '</svg>')
+
+
+def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+               image_root: str | os.PathLike | None = None, device: str = "cpu") -> FastAPI:
+    """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets and
+    ``image_root`` is the folder image files are read from (nothing outside it is served)."""
+    store = RunStore(runs_dir, data_dir, image_root, device)
+    app = FastAPI(title="order-embedding runs", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app.state.store = store
+
+    @app.middleware("http")
+    async def no_store(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path.startswith("/api/") or request.url.path == "/":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return error(404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.exception_handler(runs.RunError)
+    async def run_error(request: Request, exc: runs.RunError) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return error(400, str(exc))
+
+    def image_url(run: str, split: str):
+        return lambda i: f"/api/image?run={quote(run, safe='')}&split={quote(split, safe='')}&index={i}"
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/runs")
+    def list_runs() -> dict[str, Any]:
+        """Every run: kind, hyperparameters, progress, best validation point, or the error that stops reading it."""
+        return {"runs_dir": str(store.runs_dir), "data_dir": None if store.data_dir is None else str(store.data_dir),
+                "image_root": None if store.image_root is None else str(store.image_root),
+                "limits": {"max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "max_page": MAX_PAGE},
+                "runs": store.summaries()}
+
+    @app.get("/api/runs/{run_id}")
+    def get_run(run_id: str) -> dict[str, Any]:
+        """One run's summary and its full ``config.json``."""
+        row = store.summary(run_id)
+        try:
+            row["config"] = store.config(run_id)
+        except runs.RunError:
+            row["config"] = None
+        return row
+
+    @app.get("/api/metrics")
+    def metrics(run: list[str] = Query(..., max_length=32)) -> dict[str, Any]:
+        """Training and validation points of the given runs, grouped by model, against examples seen."""
+        return {"runs": [store.log(r) for r in run]}
+
+    @app.get("/api/curves")
+    def curves(run: str, split: str = "test") -> dict[str, Any]:
+        """Recall against K (fraction of queries whose correct item ranks <= K), both directions, with metrics."""
+        return store.curves(run, split)
+
+    @app.get("/api/browse")
+    def browse(run: str, split: str = "test", direction: Literal["t2i", "i2t"] = "t2i",
+               offset: int = Query(0, ge=0), limit: int = Query(10, ge=1, le=MAX_PAGE),
+               failures: bool = False) -> dict[str, Any]:
+        """A page of captions (t2i) or images (i2t) with the model's top 10 and the rank of the right item."""
+        return store.browse(run, split, direction, offset, limit, failures, image_url(run, split))
+
+    @app.get("/api/search")
+    def search(run: str, split: str = "test", q: str | None = Query(None, max_length=MAX_QUERY_CHARS),
+               image: int | None = Query(None, ge=0), k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
+        """Top ``k`` images of the split for a sentence ``q``, or top ``k`` captions for image ``image``."""
+        if (q is None) == (image is None):
+            raise ValueError("give exactly one of q (a sentence) or image (an image index)")
+        if q is not None:
+            out = store.search_text(run, split, q, k)
+            url = image_url(run, split)
+            for item in out["results"]:
+                item["image_url"] = url(item["image"])
+            return out
+        out = store.search_image(run, split, image, k)
+        out["image_url"] = image_url(run, split)(image)
+        return out
+
+    @app.get("/api/image")
+    def image(run: str, split: str, index: int = Query(..., ge=0)) -> Response:
+        """Image ``index`` of a split: its file from under the image root, or a placeholder naming it."""
+        path = store.image_file(run, split, index)
+        if path is None:
+            return Response(placeholder_svg(f"{split} #{index}"), media_type="image/svg+xml")
+        return FileResponse(path)
+
+    @app.get("/images/{path:path}", include_in_schema=False)
+    def image_by_path(path: str) -> FileResponse:
+        """A file under the configured image root; anything that resolves outside it is not found."""
+        if store.image_root is None:
+            raise NotFound("no image root configured (start the server with --images)")
+        found = safe_path(store.image_root, path)
+        if found is None:
+            raise NotFound(f"no image {path!r} under the image root")
+        return FileResponse(found)
+
+    return app
