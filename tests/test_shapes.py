@@ -1,0 +1,313 @@
+"""The generated shapes world: layout, determinism, pixels, captions and hierarchy pairs.
+
+The checks here read the captions with their own small parser and judge entailment with
+their own semantics (a caption holds in its "canonical" scene), independent of the module.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from order_embedding import shapes
+
+SIZE = 64
+N_TRAIN, N_DEV, N_TEST = 60, 20, 40
+
+# ------------------------------------------------------------- the test's own grammar
+
+SIZE_WORDS = {"large": "large", "big": "large", "small": "small", "little": "small"}
+COLOUR_WORDS = {"red", "green", "blue", "yellow", "purple", "cyan"}
+SHAPE_WORDS = {"circle", "square", "triangle", "star", "cross"}
+GENERIC_NOUNS = {"shape", "object", "thing"}
+POSITION_WORDS = {
+    ("on", "the", "left"): "left", ("at", "the", "left"): "left",
+    ("on", "the", "right"): "right", ("at", "the", "right"): "right",
+    ("at", "the", "top"): "top", ("near", "the", "top"): "top",
+    ("at", "the", "bottom"): "bottom", ("near", "the", "bottom"): "bottom",
+    ("in", "the", "centre"): "centre", ("in", "the", "middle"): "centre",
+}
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3}
+OPENINGS = [("there", "is"), ("a", "picture", "of"), ("an", "image", "of")]
+
+
+def parse_object(words: list[str]) -> dict[str, str]:
+    """One object phrase, e.g. 'a big red circle on the left' -> its attributes."""
+    assert words[0] in ("a", "an"), words
+    assert words[0] == ("an" if words[1][0] in "aeiou" else "a"), words
+    rest, desc = words[1:], {}
+    if rest[0] in SIZE_WORDS:
+        desc["size"] = SIZE_WORDS[rest.pop(0)]
+    if rest[0] in COLOUR_WORDS:
+        desc["colour"] = rest.pop(0)
+    noun = rest.pop(0)
+    if noun in SHAPE_WORDS:
+        desc["shape"] = noun
+    else:
+        assert noun in GENERIC_NOUNS, words
+    if rest:
+        desc["position"] = POSITION_WORDS[tuple(rest)]
+    assert desc, words
+    return desc
+
+
+def parse_caption(text: str) -> tuple[int | None, list[dict[str, str]]]:
+    """(count or None, object descriptions) of a caption."""
+    tokens = text.split()
+    assert text == text.lower() and " ".join(tokens) == text
+    count = None
+    if ":" in tokens:
+        k = tokens.index(":")
+        head, tokens = tokens[:k], tokens[k + 1:]
+        if head[0] in ("exactly", "only"):
+            number, noun = head[1:]
+        else:
+            number, noun, *tail = head
+            assert tail == ["in", "total"], head
+        count = NUMBER_WORDS[number]
+        assert noun in (("shape", "object") if count == 1 else ("shapes", "objects")), head
+    else:
+        for opening in OPENINGS:
+            if tuple(tokens[:len(opening)]) == opening:
+                tokens = tokens[len(opening):]
+                break
+    phrases, current = [], []
+    for t in tokens:
+        if t in (",", "and"):
+            phrases.append(current)
+            current = []
+        else:
+            current.append(t)
+    phrases.append(current)
+    return count, [parse_object(p) for p in phrases]
+
+
+def holds(caption: tuple[int | None, list[dict]], scene: list[dict], count_fixed: bool = True) -> bool:
+    """Whether a parsed caption is true of a scene: distinct objects match its descriptions."""
+    count, descs = caption
+    if count is not None and (not count_fixed or count != len(scene)):
+        return False
+    return any(
+        all(all(scene[j].get(a) == v for a, v in d.items()) for d, j in zip(descs, perm))
+        for perm in itertools.permutations(range(len(scene)), len(descs))
+    )
+
+
+def implies(specific, general) -> bool:
+    """Semantic entailment: the general caption holds in the specific one's canonical scene."""
+    count, descs = specific
+    scene = [dict(d) for d in descs] + [{} for _ in range((count or 0) - len(descs))]
+    return holds(general, scene, count_fixed=count is not None)
+
+
+def strictly_more_general(general: str, specific: str) -> bool:
+    g, s = parse_caption(general), parse_caption(specific)
+    return implies(s, g) and not implies(g, s)
+
+
+# ------------------------------------------------------------- the test's own geometry
+
+CENTRES = {"left": (0.17, 0.5), "right": (0.83, 0.5), "top": (0.5, 0.17), "bottom": (0.5, 0.83),
+           "centre": (0.5, 0.5)}
+RADII = {"small": 0.09 * SIZE, "large": 0.145 * SIZE}
+RGB = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230), "yellow": (235, 215, 40),
+       "purple": (160, 60, 210), "cyan": (40, 200, 210)}
+
+
+def analytic_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """The shape's pixels (pixel (x, y) takes the colour of the point (x, y))."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(float)
+    dx, dy = x - cx, y - cy
+    if shape == "circle":
+        return np.hypot(dx, dy) <= r
+    if shape == "square":
+        return (abs(dx) <= 0.72 * r) & (abs(dy) <= 0.72 * r)
+    if shape == "cross":
+        a, w = 0.95 * r, 0.3 * r
+        return ((abs(dx) <= w) & (abs(dy) <= a)) | ((abs(dy) <= w) & (abs(dx) <= a))
+    if shape == "triangle":
+        # Inside all three edges of the upward triangle (clockwise on screen, y down).
+        corners = [(0.0, -r), (r * math.sqrt(3) / 2, r / 2), (-r * math.sqrt(3) / 2, r / 2)]
+        inside = np.ones(dx.shape, dtype=bool)
+        for (x1, y1), (x2, y2) in zip(corners, corners[1:] + corners[:1]):
+            inside &= (x2 - x1) * (dy - y1) - (y2 - y1) * (dx - x1) >= 0
+        return inside
+    # Star: compare the distance from the centre with the outline's distance in that direction.
+    rho = np.hypot(dx, dy)
+    phi = np.mod(np.degrees(np.arctan2(dy, dx)) + 90, 72)
+    phi = np.radians(np.minimum(phi, 72 - phi))  # angle from the nearest point, 0..36 degrees
+    ox, oy = r, 0.0
+    ix, iy = 0.45 * r * math.cos(math.radians(36)), 0.45 * r * math.sin(math.radians(36))
+    ex, ey = ix - ox, iy - oy
+    boundary = (ox * ey - oy * ex) / (np.cos(phi) * ey - np.sin(phi) * ex)
+    return rho <= boundary
+
+
+# ------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, dict]:
+    path = shapes.generate_shapes(tmp_path_factory.mktemp("shapes"), n_train=N_TRAIN, n_dev=N_DEV,
+                                  n_test=N_TEST, seed=3, image_size=SIZE)
+    return path, json.loads(path.read_text())
+
+
+def scene_of(entry: dict) -> list[dict]:
+    return [{a: o[a] for a in ("shape", "colour", "size", "position")} for o in entry["objects"]]
+
+
+# ------------------------------------------------------------- tests
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a = shapes.generate_shapes(tmp_path / "a", n_train=12, n_dev=4, n_test=4, seed=5)
+    b = shapes.generate_shapes(tmp_path / "b", n_train=12, n_dev=4, n_test=4, seed=5)
+    c = shapes.generate_shapes(tmp_path / "c", n_train=12, n_dev=4, n_test=4, seed=6)
+    assert a.read_bytes() == b.read_bytes()
+    files = sorted(p.name for p in (a.parent / "images").iterdir())
+    assert files == sorted(p.name for p in (b.parent / "images").iterdir()) and len(files) == 20
+    for name in files:
+        assert (a.parent / "images" / name).read_bytes() == (b.parent / "images" / name).read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_test_split_does_not_depend_on_train_size(tmp_path):
+    a = json.loads(shapes.generate_shapes(tmp_path / "a", n_train=5, n_dev=3, n_test=6).read_text())
+    b = json.loads(shapes.generate_shapes(tmp_path / "b", n_train=9, n_dev=3, n_test=6).read_text())
+    scenes = lambda d: [scene_of(im) for im in d["images"] if im["split"] == "test"]  # noqa: E731
+    assert scenes(a) == scenes(b) and len(scenes(a)) == 6
+
+
+def test_karpathy_layout(dataset):
+    path, data = dataset
+    assert path.name == "dataset_shapes.json" and data["dataset"] == "shapes"
+    images = data["images"]
+    splits = [im["split"] for im in images]
+    assert splits == ["train"] * N_TRAIN + ["val"] * N_DEV + ["test"] * N_TEST
+    sentids = []
+    for k, im in enumerate(images):
+        assert im["imgid"] == k
+        assert len(im["sentences"]) == 5
+        assert im["sentids"] == [s["sentid"] for s in im["sentences"]]
+        sentids += im["sentids"]
+        for s in im["sentences"]:
+            assert set(s) == {"tokens", "raw", "imgid", "sentid"}
+            assert s["imgid"] == k and s["tokens"] == s["raw"].split() and s["raw"] == s["raw"].lower()
+        assert (path.parent / im["filepath"] / im["filename"]).is_file()
+    assert len(set(sentids)) == len(sentids)
+    keys = [tuple(sorted(tuple(sorted(o.items())) for o in scene_of(im))) for im in images]
+    assert len(set(keys)) == len(keys), "scenes repeat"
+    assert {len(im["objects"]) for im in images} == {1, 2, 3}
+
+
+def test_pixels_match_recorded_objects(dataset):
+    path, data = dataset
+    for im in data["images"]:
+        with Image.open(path.parent / im["filepath"] / im["filename"]) as img:
+            assert img.mode == "RGB" and img.size == (SIZE, SIZE)
+            px = np.asarray(img).astype(int)
+        covered = np.zeros((SIZE, SIZE), dtype=bool)
+        for o in im["objects"]:
+            cx, cy = o["center"]
+            r = o["radius"]
+            assert r == pytest.approx(RADII[o["size"]])
+            fx, fy = CENTRES[o["position"]]
+            slack = 3 if o["size"] == "small" else 0
+            assert abs(cx - fx * SIZE) <= slack + 0.5 and abs(cy - fy * SIZE) <= slack + 0.5
+            assert tuple(px[cy, cx]) == RGB[o["colour"]]
+            y, x = np.mgrid[0:SIZE, 0:SIZE]
+            near = (x - cx) ** 2 + (y - cy) ** 2 <= (1.1 * r + 1) ** 2
+            mask = near & np.all(px == RGB[o["colour"]], axis=-1)
+            covered |= near
+
+            def iou(shape: str, size: str) -> float:
+                ref = analytic_mask(shape, cx, cy, RADII[size])
+                return (mask & ref).sum() / (mask | ref).sum()
+
+            scores = {(s, z): iou(s, z) for s in SHAPE_WORDS for z in RADII}
+            best = max(scores, key=scores.get)
+            assert best == (o["shape"], o["size"]) and scores[best] > 0.95, (o, scores)
+        # Away from the objects: grey background, no object colours.
+        rest = px[~covered]
+        assert np.all(rest[:, 0] == rest[:, 1]) and np.all(rest[:, 1] == rest[:, 2])
+        assert rest.min() >= 40 - 6 and rest.max() <= 40 + 6
+
+
+def test_captions_are_true_and_form_a_strict_chain(dataset):
+    _, data = dataset
+    for im in data["images"]:
+        scene = scene_of(im)
+        raws = [s["raw"] for s in im["sentences"]]
+        parsed = [parse_caption(r) for r in raws]
+        for caption in parsed:
+            assert holds(caption, scene), (raws, scene)
+        assert parsed[0][0] is None and len(parsed[0][1]) == 1 and len(parsed[0][1][0]) == 1
+        assert parsed[4][0] == len(scene) and len(parsed[4][1]) == len(scene)
+        assert all(len(d) == 4 for d in parsed[4][1])
+        for i in range(4):
+            assert strictly_more_general(raws[i], raws[i + 1]), (raws[i], raws[i + 1])
+        # The recorded facts say what the text says.
+        for (count, descs), facts in zip(parsed, im["caption_facts"]):
+            assert count == facts["count"]
+            recorded = [{a: v for a, v in d.items() if a != "ref"} for d in facts["objects"]]
+            key = lambda d: sorted(d.items())  # noqa: E731
+            assert sorted(descs, key=key) == sorted(recorded, key=key)
+            for d in facts["objects"]:
+                assert all(scene[d["ref"]][a] == v for a, v in d.items() if a != "ref")
+
+
+def test_wording_varies(dataset):
+    _, data = dataset
+    first_words = {s["tokens"][0] for im in data["images"] for s in im["sentences"]}
+    words = {t for im in data["images"] for s in im["sentences"] for t in s["tokens"]}
+    assert {"a", "there", "exactly", "only"} <= first_words
+    assert {"big", "large", "little", "small", "middle", "centre", "thing", "shape"} <= words
+
+
+def test_hierarchy_pairs_strictly_generalise(dataset):
+    path, data = dataset
+    pairs = shapes.hierarchy_pairs(path, split="test")
+    test_images = [im for im in data["images"] if im["split"] == "test"]
+    captions = [[s["raw"] for s in im["sentences"]] for im in test_images]
+    own = {c for cs in captions for c in cs}
+    images_with = {c: [k for k, cs in enumerate(captions) if c in cs] for c in own}
+    assert len(pairs) == len(set(pairs))
+    for general, specific in pairs:
+        assert general != specific
+        assert strictly_more_general(general, specific), (general, specific)
+        # The generalisation is true of every image the specific caption describes.
+        for k in images_with[specific]:
+            assert holds(parse_caption(general), scene_of(test_images[k]))
+    within = {(cs[i], cs[j]) for cs in captions for i, j in itertools.combinations(range(5), 2)}
+    assert within <= set(pairs)
+    constructed = [g for g, s in pairs if g not in own]
+    assert len(constructed) > len(test_images)
+    cross = [(g, s) for g, s in pairs if g in own and not set(images_with[g]) & set(images_with[s])]
+    assert len(cross) > len(test_images) // 2
+
+    sample = shapes.hierarchy_pairs(path, split="test", n_pairs=50, seed=1)
+    assert len(sample) == 50 and len(set(sample)) == 50
+    assert set(sample) <= set(shapes.hierarchy_pairs(path, split="test", seed=1))
+    assert sample == shapes.hierarchy_pairs(path, split="test", n_pairs=50, seed=1)
+    dev = shapes.hierarchy_pairs(path, split="dev")
+    assert dev and all(strictly_more_general(g, s) for g, s in dev)
+
+
+def test_bad_input(tmp_path, dataset):
+    path, _ = dataset
+    with pytest.raises(ValueError, match="image_size"):
+        shapes.generate_shapes(tmp_path, n_train=1, image_size=8)
+    with pytest.raises(ValueError, match="train"):
+        shapes.generate_shapes(tmp_path, n_train=-1)
+    with pytest.raises(ValueError, match="n_pairs"):
+        shapes.hierarchy_pairs(path, n_pairs=10 ** 6)
+    with pytest.raises(ValueError, match="no images"):
+        shapes.hierarchy_pairs(path, split="restval")
+    with pytest.raises(ValueError, match="not found"):
+        shapes.hierarchy_pairs(tmp_path / "missing.json")
