@@ -265,8 +265,8 @@ class RunStore:
 
     def retrieval(self, run_id: str, split_name: str) -> dict[str, Any]:
         """Embeddings of a split under the run's model, with ranks and top-10 lists both ways (cached)."""
-        split = self.split(run_id, split_name)
         cached = self.model(run_id)
+        split = self.split(run_id, split_name)
         with self._key_lock(("retrieval", run_id, split_name)):
             hit = cached.splits.get(split_name)
             if hit is not None and hit["split"] is split:

@@ -1,0 +1,351 @@
+"""The web app's JSON API, through FastAPI's test client, over small runs trained here."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the test client's notice about its HTTP library
+    from fastapi.testclient import TestClient
+
+from order_embedding import runs
+from order_embedding.api import encode_images, encode_sentences, load_model
+from order_embedding.cli import build_parser
+from order_embedding.data import load_split
+from order_embedding.server import create_app
+from order_embedding.server.store import MAX_K, MAX_QUERY_CHARS
+from order_embedding.train import trainer
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230), "yellow": (235, 215, 40)}
+SHAPES = ["square", "circle", "bar", "dot"]
+SPLITS = {"train": 48, "dev": 16, "test": 16}
+
+
+def build_workspace(root: Path) -> dict[str, Path]:
+    """A tiny caption-image data set (original layout, features plus PNG files) and runs trained on it.
+
+    Runs: ``order`` and ``symmetric`` (trained), ``broken`` (config.json is not JSON),
+    ``halfway`` (config and a metrics log ending in a half-written line, no model yet)
+    and ``hyper`` (a hypernym run logging dev accuracy for two measures).
+    """
+    from PIL import Image
+
+    data = root / "data"
+    (data / "images" / "10crop").mkdir(parents=True)
+    (data / "pics").mkdir()
+    rng = np.random.default_rng(0)
+    k = 0
+    for split, n in SPLITS.items():
+        captions, files, features = [], [], []
+        for _ in range(n):
+            colour, shape = list(COLOURS)[rng.integers(4)], SHAPES[rng.integers(4)]
+            f = np.zeros(8, np.float32)
+            f[list(COLOURS).index(colour)] = 1
+            f[4 + SHAPES.index(shape)] = 1
+            features.append(f + 0.1 * rng.standard_normal(8).astype(np.float32))
+            captions += [f"a {colour} {shape}", f"a {colour} shape", f"a {shape}", f"something {colour}",
+                         f"the {colour} {shape} here"]
+            name = f"pics/{k:04d}.png"
+            k += 1
+            Image.new("RGB", (32, 32), COLOURS[colour]).save(data / name)
+            files.append(name)
+        (data / f"{split}.txt").write_text("\n".join(captions) + "\n")
+        (data / f"{split}_images.txt").write_text("\n".join(files) + "\n")
+        np.save(data / "images" / "10crop" / f"{split}.npy", np.stack(features))
+    runs_dir = root / "runs"
+    for preset in ("order", "symmetric"):
+        trainer(preset, name=preset, save_dir=str(runs_dir), data=str(data), max_epochs=4, batch_size=16,
+                validFreq=3, dispFreq=1, dim=16, dim_word=8, dim_image=8, lrate=0.01, verbose=False, device="cpu")
+    (runs_dir / "broken").mkdir()
+    (runs_dir / "broken" / runs.CONFIG).write_text('{"model": {"n_words": 10,')
+    halfway = runs_dir / "halfway"
+    halfway.mkdir()
+    shutil.copy(runs_dir / "order" / runs.CONFIG, halfway / runs.CONFIG)
+    (halfway / runs.METRICS).write_text(
+        json.dumps({"event": "train", "uidx": 1, "epoch": 0, "examples": 16, "loss": 3.5, "time": 1.0}) + "\n"
+        + "[1, 2]\n" + '{"event": "train", "uidx": 2, "epo')
+    hyper = runs_dir / "hyper"
+    hyper.mkdir()
+    runs.save_json(hyper / runs.CONFIG, {"kind": "hypernym", "model": {"measures": ["order", "cosine"]},
+                                         "train": {"order": {"dim": 50, "margin": 1.0}, "cosine": {"dim": 50}}})
+    for measure, accs in (("order", [70.0, 85.5, 80.0]), ("cosine", [60.0, 62.5, 61.0])):
+        for i, acc in enumerate(accs):
+            runs.append_metrics(hyper, {"event": "train", "model": measure, "epoch": i + 1, "uidx": 10 * (i + 1),
+                                        "examples": 100 * (i + 1), "loss": 1.0 / (i + 1), "time": float(i)})
+            runs.append_metrics(hyper, {"event": "valid", "model": measure, "epoch": i + 1, "uidx": 10 * (i + 1),
+                                        "examples": 100 * (i + 1), "dev_accuracy": acc, "threshold": 0.5,
+                                        "best": acc == max(accs), "time": float(i)})
+    return {"data": data, "runs": runs_dir, "pics": data / "pics"}
+
+
+def records(run_dir: Path) -> list[dict]:
+    """The JSON lines of a metrics log that parse, read directly."""
+    out = []
+    for line in (run_dir / runs.METRICS).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def numpy_errors(method: str, s: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """Captions x images errors by the paper's formulas, broadcast in NumPy."""
+    s, im = s.astype(np.float64), im.astype(np.float64)
+    if method == "order":
+        return (np.maximum(0.0, s[:, None, :] - im[None, :, :]) ** 2).sum(-1)
+    return -(s @ im.T)
+
+
+def assert_top(errors: np.ndarray, indices: list[int], values: list[float], k: int) -> None:
+    """``indices`` are the ``k`` smallest of ``errors`` in ascending order, with these error values."""
+    assert len(indices) == min(k, len(errors))
+    np.testing.assert_allclose(values, errors[indices], rtol=1e-4, atol=1e-6)
+    assert all(a <= b + 1e-6 for a, b in zip(values, values[1:]))
+    rest = np.delete(errors, indices)
+    if rest.size:
+        assert values[-1] <= rest.min() + 1e-6
+
+
+def assert_rank(errors: np.ndarray, truth: list[int], rank: int) -> None:
+    """``rank`` (1-based) is the best rank of the ``truth`` items among ``errors``, up to float ties."""
+    e = errors[truth].min()
+    assert int((errors < e - 1e-6).sum()) + 1 <= rank <= int((errors <= e + 1e-6).sum())
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> dict[str, Path]:
+    return build_workspace(tmp_path_factory.mktemp("server"))
+
+
+@pytest.fixture(scope="module")
+def client(ws) -> TestClient:
+    return TestClient(create_app(ws["runs"], image_root=ws["data"]))
+
+
+@pytest.fixture(scope="module")
+def reference(ws) -> dict[str, dict]:
+    """Per trained run: the loaded model and the test split's embeddings and NumPy error matrix."""
+    split = load_split(ws["data"], "test")
+    out = {}
+    for name in ("order", "symmetric"):
+        model = load_model(ws["runs"] / name, device="cpu")
+        s = encode_sentences(model, split.captions)
+        im = encode_images(model, split.features)
+        out[name] = {"model": model, "s": s, "im": im, "errors": numpy_errors(model.config.method, s, im),
+                     "split": split}
+    return out
+
+
+def test_runs_lists_every_folder_with_errors_as_rows(client, ws):
+    body = client.get("/api/runs").json()
+    rows = {r["id"]: r for r in body["runs"]}
+    assert sorted(rows) == ["broken", "halfway", "hyper", "order", "symmetric"]
+    assert not rows["broken"]["ok"] and "config.json" in rows["broken"]["error"]
+    half = rows["halfway"]
+    assert half["ok"] and not half["has_model"] and not half["searchable"]
+    assert half["updates"] == 1 and half["best"] is None
+    for name in ("order", "symmetric"):
+        row = rows[name]
+        valid = [r for r in records(ws["runs"] / name) if r["event"] == "valid"]
+        best = max(valid, key=lambda r: r["t2i"]["R@1"] + r["t2i"]["R@5"] + r["t2i"]["R@10"])
+        assert row["ok"] and row["searchable"] and row["kind"] == "caption-image"
+        assert row["best"][""]["t2i"] == best["t2i"] and row["best"][""]["i2t"] == best["i2t"]
+        assert row["hyperparameters"]["method"] == ("order" if name == "order" else "cosine")
+        assert row["updates"] == max(r["uidx"] for r in records(ws["runs"] / name))
+    hyper = rows["hyper"]
+    assert hyper["kind"] == "hypernym" and not hyper["searchable"]
+    assert hyper["best"]["order"]["dev_accuracy"] == 85.5 and hyper["best"]["cosine"]["dev_accuracy"] == 62.5
+    assert hyper["hyperparameters"]["order.margin"] == 1.0
+
+
+def test_metrics_are_the_logged_points_and_follow_the_log_live(client, ws, tmp_path):
+    run = tmp_path / "live"
+    shutil.copytree(ws["runs"] / "order", run)
+    live = TestClient(create_app(tmp_path))
+    first = live.get("/api/metrics", params={"run": "live"})
+    assert first.headers["cache-control"] == "no-store"
+    series = first.json()["runs"][0]["series"][""]
+    logged = records(run)
+    assert [(p["examples"], p["loss"]) for p in series["train"]] == \
+        [(r["examples"], r["loss"]) for r in logged if r["event"] == "train"]
+    assert [(p["examples"], p["t2i"], p["i2t"]) for p in series["valid"]] == \
+        [(r["examples"], r["t2i"], r["i2t"]) for r in logged if r["event"] == "valid"]
+    runs.append_metrics(run, {"event": "train", "uidx": 999, "epoch": 9, "examples": 123456, "loss": 0.25, "time": 2.0})
+    after = live.get("/api/metrics", params={"run": "live"}).json()["runs"][0]["series"][""]["train"]
+    assert after[-1]["examples"] == 123456 and after[-1]["loss"] == 0.25
+    assert live.get("/api/runs").json()["runs"][0]["examples"] == 123456
+
+
+def test_metrics_of_a_broken_and_a_hypernym_run(client):
+    body = client.get("/api/metrics", params={"run": ["broken", "hyper", "halfway"]}).json()["runs"]
+    broken, hyper, halfway = body
+    assert broken["error"] and broken["series"] == {}
+    assert sorted(hyper["series"]) == ["cosine", "order"]
+    assert [p["dev_accuracy"] for p in hyper["series"]["order"]["valid"]] == [70.0, 85.5, 80.0]
+    assert [p["loss"] for p in halfway["series"][""]["train"]] == [3.5]
+
+
+def test_curves_match_ranks_recomputed_in_numpy(client, reference):
+    for name, ref in reference.items():
+        body = client.get("/api/curves", params={"run": name, "split": "test"}).json()
+        split, errors = ref["split"], ref["errors"]
+        n_img, n_cap = split.n_images, split.n_captions
+        t = body["t2i"]
+        assert t["queries"] == n_cap and len(t["recall"]) == n_img
+        ranks = []
+        for offset in range(0, n_cap, 50):
+            page = client.get("/api/browse", params={"run": name, "split": "test", "direction": "t2i",
+                                                     "offset": offset, "limit": 50}).json()
+            ranks += [it["rank"] for it in page["items"]]
+        assert len(ranks) == n_cap
+        for c, rank in enumerate(ranks):
+            assert_rank(errors[c], [int(split.cap2img[c])], rank)
+        ranks = np.array(ranks)
+        np.testing.assert_allclose(t["recall"], [np.mean(ranks <= k) for k in range(1, n_img + 1)], atol=1e-6)
+        assert t["metrics"]["R@1"] == pytest.approx(100 * np.mean(ranks <= 1))
+        assert t["metrics"]["R@10"] == pytest.approx(100 * np.mean(ranks <= 10))
+        assert t["metrics"]["medr"] == pytest.approx(np.floor(np.median(ranks - 1)) + 1)
+        i = body["i2t"]
+        assert i["queries"] == n_img and len(i["recall"]) == n_cap and i["recall"][-1] == pytest.approx(1.0)
+        assert i["metrics"]["R@5"] == pytest.approx(100 * i["recall"][4])
+
+
+def test_browse_lists_top_ten_both_ways_and_filters_failures(client, reference):
+    ref = reference["order"]
+    split, errors = ref["split"], ref["errors"]
+    page = client.get("/api/browse", params={"run": "order", "split": "test", "direction": "t2i", "limit": 7}).json()
+    assert page["total"] == split.n_captions and len(page["items"]) == 7
+    for it in page["items"]:
+        c = it["query"]
+        assert it["caption"] == split.captions[c] and it["image"] == split.cap2img[c]
+        assert_top(errors[c], [t["image"] for t in it["top"]], [t["error"] for t in it["top"]], 10)
+        assert [t["correct"] for t in it["top"]] == [t["image"] == it["image"] for t in it["top"]]
+        assert it["image_url"].startswith("/api/image?run=order&split=test&index=")
+    fails = client.get("/api/browse", params={"run": "order", "split": "test", "direction": "i2t", "failures": True,
+                                              "limit": 50}).json()
+    every = client.get("/api/browse", params={"run": "order", "split": "test", "direction": "i2t", "limit": 50}).json()
+    assert fails["total"] == sum(it["rank"] > 1 for it in every["items"]) > 0
+    assert all(it["rank"] > 1 for it in fails["items"])
+    for it in every["items"]:
+        own = list(np.flatnonzero(split.cap2img == it["image"]))
+        assert it["captions"] == [split.captions[c] for c in own]
+        assert_top(errors[:, it["image"]], [t["caption"] for t in it["top"]], [t["error"] for t in it["top"]], 10)
+        assert_rank(errors[:, it["image"]], own, it["rank"])
+
+
+def test_search_by_sentence_and_by_image(client, reference):
+    for name, ref in reference.items():
+        model, im, s = ref["model"], ref["im"], ref["s"]
+        body = client.get("/api/search", params={"run": name, "split": "test", "q": "A  Red square.", "k": 5}).json()
+        assert body["tokens"] == ["a", "red", "square"] and body["unknown"] == []
+        q = encode_sentences(model, ["a red square"])
+        errors = numpy_errors(model.config.method, q, im)[0]
+        assert_top(errors, [r["image"] for r in body["results"]], [r["error"] for r in body["results"]], 5)
+        odd = client.get("/api/search", params={"run": name, "split": "test", "q": "a zebra", "k": 3}).json()
+        assert odd["unknown"] == ["zebra"] and len(odd["results"]) == 3
+        body = client.get("/api/search", params={"run": name, "split": "test", "image": 3, "k": 12}).json()
+        errors = numpy_errors(model.config.method, s, im[3:4])[:, 0]
+        assert_top(errors, [r["caption"] for r in body["results"]], [r["error"] for r in body["results"]], 12)
+        own = set(np.flatnonzero(ref["split"].cap2img == 3))
+        assert [r["correct"] for r in body["results"]] == [r["caption"] in own for r in body["results"]]
+
+
+def test_search_bounds_and_errors(client):
+    def status(**params):
+        return client.get("/api/search", params={"run": "order", "split": "test", **params}).status_code
+
+    assert status(q="a red square", k=MAX_K) == 200
+    assert status(q="a red square", k=MAX_K + 1) == 422
+    assert status(q="a red square", k=0) == 422
+    assert status(q="a " * (MAX_QUERY_CHARS // 2) + "x") == 422
+    assert status() == 400 and status(q="a", image=1) == 400 and status(q="   ") == 400
+    assert status(image=SPLITS["test"]) == 404
+    assert status(q="a", split="../etc") == 400
+    assert status(q="a", split="nosuchsplit") == 404
+    assert client.get("/api/search", params={"run": "nope", "q": "a"}).status_code == 404
+    hyper = client.get("/api/search", params={"run": "hyper", "q": "a"})
+    assert hyper.status_code == 409 and "hypernym" in hyper.json()["detail"]
+    half = client.get("/api/search", params={"run": "halfway", "q": "a"})
+    assert half.status_code == 409 and "model.safetensors" in half.json()["detail"]
+    assert client.get("/api/curves", params={"run": "broken"}).status_code == 409
+    assert client.get("/api/browse", params={"run": "order", "limit": 51}).status_code == 422
+
+
+def test_search_cache_follows_a_new_checkpoint(ws, tmp_path):
+    shutil.copytree(ws["runs"] / "order", tmp_path / "order")
+    app_client = TestClient(create_app(tmp_path, data_dir=ws["data"]))
+    params = {"run": "order", "split": "test", "q": "a blue dot", "k": 4}
+    before = app_client.get("/api/search", params=params).json()["results"]
+    tensors, meta = runs.load_tensors(tmp_path / "order" / runs.BEST)
+    tensors["image.fc.weight"] = -tensors["image.fc.weight"]
+    runs.save_tensors(tmp_path / "order" / runs.BEST, tensors, meta)
+    stat = (tmp_path / "order" / runs.BEST).stat()
+    os.utime(tmp_path / "order" / runs.BEST, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = app_client.get("/api/search", params=params).json()["results"]
+    model = load_model(tmp_path / "order", device="cpu")
+    split = load_split(ws["data"], "test")
+    errors = numpy_errors("order", encode_sentences(model, ["a blue dot"]), encode_images(model, split.features))[0]
+    assert_top(errors, [r["image"] for r in after], [r["error"] for r in after], 4)
+    assert [r["error"] for r in after] != [r["error"] for r in before]
+
+
+def test_images_are_served_only_from_under_the_root(ws, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(ws["pics"], root / "pics")
+    (tmp_path / "secret.txt").write_text("secret")
+    os.symlink(tmp_path / "secret.txt", root / "pics" / "link.png")
+    c = TestClient(create_app(ws["runs"], image_root=root))
+    ok = c.get("/images/pics/0000.png")
+    assert ok.status_code == 200 and ok.content == (ws["pics"] / "0000.png").read_bytes()
+    for bad in ("/images/../secret.txt", "/images/pics/../../secret.txt", "/images/%2e%2e/secret.txt",
+                "/images/pics/%2e%2e%2f%2e%2e%2fsecret.txt", "/images/..%5csecret.txt", "/images/pics/link.png",
+                f"/images/{tmp_path}/secret.txt", f"/images//{tmp_path}/secret.txt", "/images/pics", "/images/"):
+        r = c.get(bad)
+        assert r.status_code == 404 and b"secret" != r.content, bad
+    assert TestClient(create_app(ws["runs"])).get("/images/pics/0000.png").status_code == 404
+
+
+def test_dataset_paths_outside_the_root_get_placeholders(ws, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(ws["data"], data)
+    (tmp_path / "outside.png").write_bytes((ws["pics"] / "0000.png").read_bytes())
+    lines = (data / "test_images.txt").read_text().splitlines()
+    lines[0] = "../outside.png"
+    (data / "test_images.txt").write_text("\n".join(lines) + "\n")
+    c = TestClient(create_app(ws["runs"], data_dir=data))
+    leaked = c.get("/api/image", params={"run": "order", "split": "test", "index": 0})
+    assert leaked.headers["content-type"].startswith("image/svg+xml") and b"test #0" in leaked.content
+    fine = c.get("/api/image", params={"run": "order", "split": "test", "index": 1})
+    assert fine.headers["content-type"] == "image/png"
+    assert fine.content == (data / lines[1]).read_bytes()
+    assert c.get("/api/image", params={"run": "order", "split": "test", "index": 99}).status_code == 404
+    (data / "test_images.txt").unlink()
+    no_files = TestClient(create_app(ws["runs"], data_dir=data))
+    svg = no_files.get("/api/image", params={"run": "order", "split": "test", "index": 5})
+    assert svg.status_code == 200 and b"test #5" in svg.content
+    assert no_files.get("/api/search", params={"run": "order", "split": "test", "q": "a red dot"}).status_code == 200
+
+
+def test_pages_and_static_files(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    for src in ("/static/app.js", "/static/style.css"):
+        assert src in page.text and client.get(src).status_code == 200
+    for route in ("/api/runs", "/api/metrics", "/api/curves", "/api/browse", "/api/search", "/api/image"):
+        assert route in client.get("/api/openapi.json").json()["paths"]
+
+
+def test_serve_command_defaults_and_bad_folders(tmp_path):
+    args = build_parser().parse_args(["serve", str(tmp_path)])
+    assert (args.host, args.port, args.data, args.images) == ("127.0.0.1", 8000, None, None)
+    with pytest.raises(ValueError, match="runs folder not found"):
+        create_app(tmp_path / "missing")
+    with pytest.raises(ValueError, match="image root"):
+        create_app(tmp_path, image_root=tmp_path / "missing")
