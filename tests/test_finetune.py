@@ -1,0 +1,119 @@
+"""From image files to a trained, evaluated model: on extracted features, and end to end with a torchvision backbone.
+
+Retrieval metrics are re-derived here with NumPy from the model's embeddings.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from order_embedding import api, train
+from order_embedding.backbones import torchvision_features
+from order_embedding.cli import main
+from order_embedding.data import load_split
+from order_embedding.evaluation import ranking_eval_5fold
+from order_embedding.images import BackboneImageSource, image_paths
+from order_embedding.prepare import prepare
+
+from test_features import standardise, ten_crops_by_hand
+from test_prepare import write_image_dataset
+
+TINY = dict(dim=16, dim_word=8, batch_size=4, max_epochs=2, dispFreq=1, validFreq=3, verbose=False)
+LOADER = {"weights": "none", "image_size": 32, "resize_size": 40, "crops": 10}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded torch: small convolutions run far faster so on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    json_path = write_image_dataset(tmp_path / "raw", n_train=6, n_restval=2, n_val=4, n_test=4)
+    prepare(json_path, tmp_path / "data", images=tmp_path / "raw", verbose=False)
+    return tmp_path / "data"
+
+
+def recalls(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray) -> dict[str, dict[str, float]]:
+    """R@1/5/10 both ways under the order-violation error, computed directly (ties go to the lower index)."""
+    e = (np.maximum(0.0, s[:, None, :].astype(np.float64) - im[None, :, :]) ** 2).sum(-1)
+
+    def rank(values: np.ndarray, j: int) -> int:
+        return int((values < values[j]).sum() + (values[:j] == values[j]).sum())
+
+    t2i = np.array([rank(e[c], cap2img[c]) for c in range(len(s))])
+    i2t = np.array([min(rank(e[:, i], c) for c in np.flatnonzero(cap2img == i)) for i in range(len(im))])
+    return {d: {f"R@{k}": 100.0 * float(np.mean(r < k)) for k in (1, 5, 10)} for d, r in (("t2i", t2i), ("i2t", i2t))}
+
+
+def test_prepare_extract_train_evaluate(data: Path, tmp_path: Path) -> None:
+    assert main(["extract-features", str(data), "--cnn", "resnet18", "--weights", "none", "--image-size", "32",
+                 "--workers", "0", "--quiet"]) == 0
+    assert main(["train", "--data", str(data), "--cnn", "resnet18-10crop", "--dim_image", "512", "--dim", "16",
+                 "--dim_word", "8", "--batch_size", "4", "--max_epochs", "2", "--validFreq", "3",
+                 "--save_dir", str(tmp_path / "runs"), "--name", "feat", "--quiet"]) == 0
+    run = tmp_path / "runs" / "feat"
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "m.json")]) == 0
+    got = json.loads((tmp_path / "m.json").read_text())["order"]
+    model = api.load_model(run, device="cpu")
+    test = load_split(data, "test", cnn="resnet18-10crop")
+    want = recalls(api.encode_sentences(model, test.captions), api.encode_images(model, test.features), test.cap2img)
+    for d in ("t2i", "i2t"):
+        for k, v in want[d].items():
+            assert got[d][k] == pytest.approx(v, abs=0.01)
+
+
+def backbone_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool) -> None:
+    initial = backbone_state(torchvision_features("resnet18", "none"))
+    run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
+                        name="e2e", backbone_options={**LOADER, "finetune": finetune}, **TINY)
+    model = api.load_model(run, device="cpu")
+    trained = backbone_state(model.model.image.backbone.net)
+    weights = [k for k in initial if k.endswith("weight")]
+    stats = [k for k in initial if k.endswith("running_mean")]
+    changed = lambda keys: any(not torch.equal(initial[k], trained[k]) for k in keys)  # noqa: E731
+    # frozen: weights and batch-norm statistics untouched; fine-tuned: both move
+    assert changed(weights) == finetune and changed(stats) == finetune
+    # evaluation encodes each test image as the mean over its 10 hand-cut crops
+    test = load_split(data, "test")
+    crops = []
+    for p in image_paths(test.image_files, test.image_root):
+        a = np.asarray(Image.open(p).convert("RGB"))
+        h, w = a.shape[:2]
+        a = np.asarray(Image.fromarray(a).resize((40, 40 * h // w) if w <= h else (40 * w // h, 40), Image.BILINEAR))
+        crops.append(np.stack([standardise(c).transpose(2, 0, 1) for c in ten_crops_by_hand(a, 32)]))
+    with torch.no_grad():
+        im = model.model.encode_image(torch.from_numpy(np.stack(crops).copy())).numpy()
+    want = recalls(api.encode_sentences(model, test.captions), im, test.cap2img)
+    got = ranking_eval_5fold(model, split="test")
+    for d in ("t2i", "i2t"):
+        for k, v in want[d].items():
+            assert got[d][k] == pytest.approx(v)
+
+
+def test_training_and_evaluation_inputs(data: Path) -> None:
+    s = load_split(data, "train")
+    source = BackboneImageSource(image_paths(s.image_files, s.image_root), {**LOADER, "workers": 2})
+    idx = np.array([0, 3, 5])
+    torch.manual_seed(0)
+    a, b = source.batch(idx, train=True), source.batch(idx, train=True)
+    assert a.shape == (3, 3, 32, 32) and not torch.equal(a, b)  # random resized crops and flips
+    e = source.batch(idx, train=False)
+    assert e.shape == (3, 10, 3, 32, 32) and torch.equal(e, source.batch(idx, train=False))
+    with pytest.raises(ValueError, match="set dim_image to 512"):
+        train.trainer("order", data=str(data), backbone="resnet18", dim_image=300, backbone_options=LOADER, **TINY)
+    assert main(["train", "--data", str(data), "--finetune"]) == 2
