@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import runs
 from .api import LoadedModel, encode_sentences, load_model
 from .data import load_split
 from .evaluation import evaluate_split
-from .measures import errors_for
+from .measures import paired_errors
 from .report import results_table, rounded
 from .shapes import generate_shapes, hierarchy_pairs
 from .train import trainer
 
-#: Demo scale: (training images, epochs). The test and dev splits have 1,000 images each.
-FULL = {"n_train": 8000, "max_epochs": 12}
-QUICK = {"n_train": 1500, "max_epochs": 3}
+#: Demo scale: training and dev images, and epochs. The test split has 1,000 images.
+FULL = {"n_train": 8000, "n_dev": 1000, "max_epochs": 12}
+QUICK = {"n_train": 2000, "n_dev": 500, "max_epochs": 4}
 
 #: Architecture and optimisation for 64x64 scenes: the paper's model with smaller widths.
 MODEL = {"dim": 256, "dim_word": 64, "dim_image": 256, "backbone": "small_cnn",
@@ -35,11 +36,10 @@ def hierarchy_accuracy(model: LoadedModel, pairs: list[tuple[str, str]]) -> floa
     order less than the reverse, ``E(general, specific) < E(specific, general)``; ties
     count half, so a symmetric measure scores exactly 50.
     """
-    general = encode_sentences(model, [g for g, _ in pairs])
-    specific = encode_sentences(model, [s for _, s in pairs])
-    errors = errors_for(model.config.method)
-    forward = np.array([errors(g[None], s[None])[0, 0] for g, s in zip(general, specific)])
-    backward = np.array([errors(s[None], g[None])[0, 0] for g, s in zip(general, specific)])
+    general = torch.from_numpy(encode_sentences(model, [g for g, _ in pairs]))
+    specific = torch.from_numpy(encode_sentences(model, [s for _, s in pairs]))
+    forward = paired_errors(model.config.method, general, specific).numpy()
+    backward = paired_errors(model.config.method, specific, general).numpy()
     return 100.0 * float(np.mean((forward < backward) + 0.5 * (forward == backward)))
 
 
@@ -51,7 +51,8 @@ def run_demo(out_dir: str | Path = "demo", quick: bool = False, seed: int = 0, v
     data_dir = out_dir / "data"
     json_path = data_dir / "dataset_shapes.json"
     if not json_path.exists():
-        generate_shapes(data_dir, n_train=scale["n_train"], n_dev=1000, n_test=1000, seed=seed)
+        generate_shapes(data_dir, n_train=scale["n_train"], n_dev=scale["n_dev"], n_test=1000, seed=seed,
+                        verbose=verbose)
     pairs = hierarchy_pairs(json_path, split="test", seed=seed)
     test = load_split(data_dir, "test")
     results: dict[str, Any] = {}

@@ -44,6 +44,14 @@ def cosine_errors(s: Array, im: Array) -> Array:
 MEASURES = {"order": order_errors, "cosine": cosine_errors}
 
 
+def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """Row-wise errors of aligned rows ``s[a]`` against ``im[a]`` under a measure name."""
+    if method == "order":
+        return order_violation(s, im)
+    errors_for(method)
+    return -(s * im).sum(-1)
+
+
 def errors_for(method: str):
     """The error-matrix function for a measure name (``order`` or ``cosine``)."""
     try:
