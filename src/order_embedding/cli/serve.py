@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     app = create_app(args.runs_dir, data_dir=args.data, image_root=args.images, device=args.device)
     print(f"serving {args.runs_dir} on http://{args.host}:{args.port}/")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
     return 0

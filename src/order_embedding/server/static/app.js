@@ -34,9 +34,11 @@ function fmt(v, digits) {
 
 function setStatus(msg) { document.getElementById("status").textContent = msg || ""; }
 
-function colorOf(runId) {
-  const i = state.runs.findIndex(r => r.id === runId);
-  return COLORS[(i < 0 ? 0 : i) % COLORS.length];
+// Colours stay with a run (or a run's model) for the whole session.
+const colorMap = new Map();
+function colorOf(key) {
+  if (!colorMap.has(key)) colorMap.set(key, COLORS[colorMap.size % COLORS.length]);
+  return colorMap.get(key);
 }
 
 // ------------------------------------------------------------------ SVG line chart
@@ -135,6 +137,7 @@ function saveSelection() { localStorage.setItem("oe.selected", JSON.stringify([.
 async function refreshRuns() {
   const data = await api("/api/runs");
   state.runs = data.runs;
+  data.runs.forEach(r => colorOf(r.id));
   state.limits = data.limits;
   document.getElementById("runs-dir").textContent = `Runs folder: ${data.runs_dir}`;
   if (state.selected === null) {
@@ -232,9 +235,9 @@ async function renderTraining() {
   for (const chart of TRAINING_CHARTS) {
     const series = [];
     for (const run of data.runs) {
-      const color = colorOf(run.id);
       for (const [model, g] of Object.entries(run.series)) {
         const name = model ? `${run.id}/${model}` : run.id;
+        const color = colorOf(name);
         if (chart.train) {
           series.push({ name, run: run.id, color, points: g.train.filter(p => p.loss !== null).map(p => [p.examples, p.loss]) });
         } else if (chart.accuracy) {
