@@ -30,7 +30,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-SMALL = dict(cnn="resnet18", weights="none", image_size=32, resize_size=40, workers=0, verbose=False)
+SMALL = dict(cnn="resnet18", weights="none", image_size=32, resize_size=40, workers=0, device="cpu", verbose=False)
 
 
 def ten_crops_by_hand(a: np.ndarray, s: int) -> list[np.ndarray]:
@@ -159,11 +159,12 @@ def test_vgg19_fc7_and_resnet152_pool_at_224(tmp_path: Path) -> None:
     json_path = write_image_dataset(tmp_path / "raw", n_train=2, n_restval=0, n_val=0, n_test=0)
     prepare(json_path, tmp_path / "d", images=tmp_path / "raw", verbose=False)
     assert main(["extract-features", str(tmp_path / "d"), "--weights", "none", "--crops", "1", "--workers", "0",
-                 "--quiet"]) == 0
+                 "--device", "cpu", "--quiet"]) == 0
     vgg = np.load(tmp_path / "d" / "images" / "1crop" / "train.npy")  # the reference's folder name
     assert vgg.shape == (2, 4096) and (vgg >= 0).all()  # fc7 after its ReLU
     assert np.allclose(np.linalg.norm(vgg, axis=1), 1, atol=1e-5)
-    rn = F.extract_features(tmp_path / "d", cnn="resnet152", crops=1, weights="none", workers=0, verbose=False)
+    rn = F.extract_features(tmp_path / "d", cnn="resnet152", crops=1, weights="none", workers=0, device="cpu",
+                            verbose=False)
     assert np.load(rn["train"]["path"]).shape == (2, 2048)
 
 

@@ -57,7 +57,7 @@ def recalls(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray) -> dict[str, dic
 
 def test_prepare_extract_train_evaluate(data: Path, tmp_path: Path) -> None:
     assert main(["extract-features", str(data), "--cnn", "resnet18", "--weights", "none", "--image-size", "32",
-                 "--workers", "0", "--quiet"]) == 0
+                 "--workers", "0", "--device", "cpu", "--quiet"]) == 0
     assert main(["train", "--data", str(data), "--cnn", "resnet18-10crop", "--dim_image", "512", "--dim", "16",
                  "--dim_word", "8", "--batch_size", "4", "--max_epochs", "2", "--validFreq", "3",
                  "--save_dir", str(tmp_path / "runs"), "--name", "feat", "--quiet"]) == 0

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_DIMS, torchvision_features
 from .data import DataError, load_split, resolve_data_dir
-from .images import eval_crops, image_paths, open_rgb
+from .images import eval_crops_uint8, image_paths, open_rgb, standardise
 
 #: Networks ``extract_features`` knows: the torchvision ones and CLIP (through open_clip).
 CNNS = sorted(TORCHVISION_DIMS) + ["clip"]
@@ -108,7 +108,7 @@ def default_name(cnn: str, crops: int) -> str:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Evaluation crops of image files; an unreadable file gives zeros and its error message."""
+    """uint8 evaluation crops of image files; an unreadable file gives zeros and its error message."""
 
     def __init__(self, paths: Sequence[Path], start: int, extractor: Extractor, crops: int) -> None:
         self.paths = list(paths)
@@ -124,17 +124,26 @@ class CropDataset(torch.utils.data.Dataset):
         path = self.paths[self.start + i]
         try:
             img = open_rgb(path)
-            return eval_crops(img, self.resize, self.size, self.crops, self.mean, self.std), ""
+            return eval_crops_uint8(img, self.resize, self.size, self.crops), ""
         except (OSError, ValueError, SyntaxError) as e:
-            return torch.zeros(self.crops, 3, self.size, self.size), f"{type(e).__name__}: {e}"
+            return torch.zeros(self.crops, 3, self.size, self.size, dtype=torch.uint8), f"{type(e).__name__}: {e}"
 
 
 @torch.no_grad()
 def features_of(extractor: Extractor, crops: torch.Tensor, amp: bool = False) -> torch.Tensor:
-    """L2-normalised float32 features of ``B x n x 3 x S x S`` crops (mean over the ``n`` crops)."""
+    """L2-normalised float32 features of ``B x n x 3 x S x S`` crops (mean over the ``n`` crops).
+
+    uint8 crops are standardised with the extractor's mean and std first.
+    """
     b, n = crops.shape[:2]
-    with torch.autocast(crops.device.type, dtype=torch.float16, enabled=amp and crops.device.type == "cuda"):
-        f = extractor.net(crops.flatten(0, 1))
+    x = crops.flatten(0, 1)
+    if x.dtype == torch.uint8:
+        x = standardise(x, extractor.mean, extractor.std)
+    amp = amp and crops.device.type == "cuda"
+    if amp:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(crops.device.type, dtype=torch.float16, enabled=amp):
+        f = extractor.net(x)
     f = f.float().view(b, n, -1).mean(dim=1)
     return F.normalize(f, p=2, dim=1, eps=1e-12)
 
@@ -169,6 +178,10 @@ def extract_split(extractor: Extractor, paths: Sequence[Path], out_path: Path, c
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          pin_memory=device.type == "cuda")
     net = extractor.net.to(device).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape for the whole run
+        if amp:
+            net.to(memory_format=torch.channels_last)
     bar = tqdm(total=n, initial=done, desc=desc, unit="img", disable=not verbose, dynamic_ncols=True)
     row = done
     for x, errors in loader:

@@ -116,18 +116,32 @@ def crop_tensor(x: torch.Tensor, size: int, n_crops: int) -> torch.Tensor:
     return torch.cat([out, out.flip(-1)]) if n_crops == 10 else out
 
 
+def uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB image as a uint8 ``3 x H x W`` tensor."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
+def standardise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``... x 3 x H x W`` pixels scaled to [0, 1] and standardised per channel (float32, on x's device)."""
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return x.float().div_(255.0).sub_(m).div_(s)
+
+
 def normalized_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """An RGB image as a float ``3 x H x W`` tensor in [0, 1], standardised per channel."""
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return x.sub_(m).div_(s)
+    return standardise(uint8_tensor(img), mean, std)
+
+
+def eval_crops_uint8(img: Image.Image, resize_size: int, image_size: int, n_crops: int) -> torch.Tensor:
+    """uint8 ``n_crops x 3 x S x S`` evaluation crops: shorter side to ``resize_size``, then 1 or 10 crops."""
+    return crop_tensor(uint8_tensor(resize_shorter(img, resize_size)), image_size, n_crops)
 
 
 def eval_crops(img: Image.Image, resize_size: int, image_size: int, n_crops: int,
                mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """The evaluation input of one image: shorter side to ``resize_size``, then 1 or 10 crops of ``image_size``."""
-    return crop_tensor(normalized_tensor(resize_shorter(img, resize_size), mean, std), image_size, n_crops)
+    return standardise(eval_crops_uint8(img, resize_size, image_size, n_crops), mean, std)
 
 
 def train_crop(img: Image.Image, image_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
