@@ -272,8 +272,8 @@ class RunStore:
             if hit is not None and hit["split"] is split:
                 return hit
             model = cached.model
-            s = encode_sentences(model, split.captions)
-            im = encode_images(model, split_images(model, split))
+            s = encode_sentences(model, split.captions, verbose=True)
+            im = encode_images(model, split_images(model, split, verbose=True), verbose=True)
             lists = retrieval_lists(s, im, split.cap2img, model.config.method, TOP_K)
             captions_of: list[list[int]] = [[] for _ in range(split.n_images)]
             for c, i in enumerate(split.cap2img):
