@@ -4,9 +4,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -349,3 +354,37 @@ def test_serve_command_defaults_and_bad_folders(tmp_path):
         create_app(tmp_path / "missing")
     with pytest.raises(ValueError, match="image root"):
         create_app(tmp_path, image_root=tmp_path / "missing")
+
+
+def test_a_corrupt_checkpoint_is_an_error_answer_not_a_crash(ws, tmp_path):
+    shutil.copytree(ws["runs"] / "order", tmp_path / "cut")
+    best = tmp_path / "cut" / runs.BEST
+    best.write_bytes(best.read_bytes()[:100])
+    (tmp_path / "empty").mkdir()
+    c = TestClient(create_app(tmp_path))
+    rows = {r["id"]: r for r in c.get("/api/runs").json()["runs"]}
+    assert rows["cut"]["ok"] and not rows["empty"]["ok"] and "config.json" in rows["empty"]["error"]
+    r = c.get("/api/search", params={"run": "cut", "q": "a red dot"})
+    assert r.status_code == 409 and "corrupt or truncated" in r.json()["detail"]
+
+
+def test_serve_command_answers_on_localhost(ws):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "order_embedding", "serve", str(ws["runs"]), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "the server did not answer"
+                time.sleep(0.2)
+        assert r.status_code == 200 and len(r.json()["runs"]) == 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
