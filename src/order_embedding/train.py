@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
+from . import distributed, runs
 from .api import LoadedModel, default_device, encode_images, encode_sentences, load_model, split_images
 from .batching import epoch_batches, pad_batch
 from .data import Split, load_split, resolve_data_dir
@@ -156,12 +156,14 @@ def _restore(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimiz
 def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     """Train a caption-image model with the original's hyperparameter names; returns the run folder."""
     opt = make_options(preset, **kwargs)
-    verbose = opt["verbose"]
+    dist = distributed.setup(opt["device"])  # one process, or this rank of a torchrun group
+    verbose = opt["verbose"] and dist.is_main
     device = torch.device(opt["device"]) if opt["device"] else default_device()
     run_dir = Path(opt["save_dir"]) / opt["name"]
     resuming = bool(opt["resume"]) and (run_dir / runs.LAST).exists()
     if (run_dir / runs.CONFIG).exists() and not resuming:
         raise ValueError(f"{run_dir} already holds a run; choose another name or pass resume=True")
+    distributed.barrier()  # every rank has decided before rank 0 writes the run folder
 
     # Data and vocabulary
     data_dir = resolve_data_dir(opt["data"])
@@ -186,6 +188,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     if opt["load_from"] and not resuming:
         net.load_state_dict(load_model(opt["load_from"], device="cpu").model.state_dict())
     params = [p for p in net.parameters() if p.requires_grad]
+    forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     optimizer = torch.optim.Adam(params, lr=opt["lrate"], betas=(0.9, 0.999), eps=1e-8)
     model = LoadedModel(net, vocab, {k: v for k, v in opt.items() if k not in ("verbose", "device", "resume")}, run_dir)
     dev_images = split_images(model, dev)
@@ -195,7 +198,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
         state = _restore(run_dir, net, optimizer)
         if verbose:
             tqdm.write(f"resuming {run_dir} at epoch {state['epoch']}, update {state['uidx']}")
-    else:
+    elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         vocab.save(run_dir / runs.VOCAB)
         runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.train})
@@ -204,10 +207,20 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
         rng.bit_generator.state = state["rng"]
 
     def log(record: dict[str, Any]) -> None:
+        if not dist.is_main:
+            return
         runs.append_metrics(run_dir, {**record, "uidx": state["uidx"], "epoch": state["epoch"],
                                       "examples": state["examples"], "time": time.time()})
 
+    def save_last() -> None:
+        if dist.is_main:
+            _checkpoint(run_dir, net, optimizer, state)
+        distributed.barrier()
+
     def run_validation() -> None:
+        if not dist.is_main:  # rank 0 validates and saves; the others wait for its checkpoint
+            distributed.barrier()
+            return
         net.eval()
         result = validate(model, dev, dev_images)
         net.train()
@@ -216,7 +229,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
             state["best_score"] = result["score"]
             runs.save_tensors(run_dir / runs.BEST, net.state_dict(), {"uidx": state["uidx"], "score": result["score"]})
         log({"event": "valid", "split": dev.name, **result, "best": best})
-        _checkpoint(run_dir, net, optimizer, state)
+        save_last()
         if verbose:
             t, i = result["t2i"], result["i2t"]
             tqdm.write(f"Valid update {state['uidx']}: t2i R@1/5/10 {t['R@1']:.1f}/{t['R@5']:.1f}/{t['R@10']:.1f} "
@@ -232,9 +245,13 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
         bar = tqdm(batches[state["batch"]:], desc=f"epoch {state['epoch']}", unit="batch", disable=not verbose,
                    total=len(batches), initial=state["batch"], leave=False)
         for cap_idx, img_idx in bar:
-            tokens, lengths = pad_batch([train_ids[i] for i in cap_idx])
-            x = images.batch(img_idx, train=True).to(device)
-            s, im = net(tokens.to(device), lengths, x)
+            if len(cap_idx) < dist.world_size:  # a final batch too small to give every rank a pair
+                continue
+            mine = distributed.shard(len(cap_idx))  # this rank's rows of the global batch
+            tokens, lengths = pad_batch([train_ids[i] for i in cap_idx[mine]])
+            x = images.batch(img_idx[mine], train=True).to(device)
+            s, im = forward(tokens.to(device), lengths, x)
+            s, im = distributed.all_gather_with_grad(s, len(cap_idx)), distributed.all_gather_with_grad(im, len(cap_idx))
             loss = contrastive_loss(s, im, opt["method"], opt["margin"], opt["max_violation"])
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at update {state['uidx'] + 1} (epoch {state['epoch']}); "
@@ -256,9 +273,10 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
         state["epoch"] += 1
         state["batch"] = 0
         state["rng"] = rng.bit_generator.state
-        _checkpoint(run_dir, net, optimizer, state)
+        save_last()
     if last_validated != state["uidx"]:
         run_validation()
     if verbose:
         tqdm.write(f"done: {state['uidx']} updates, best dev score {state['best_score']:.1f}; run folder {run_dir}")
+    distributed.teardown(dist)
     return run_dir
