@@ -1,0 +1,70 @@
+"""``order-embedding index``: store image embeddings on disk and search them with sentences."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..index import DTYPES, Index, build_ann, build_index, format_results
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build or search an on-disk image index",
+                       description="Embed image features once into a memory-mappable index; search it exactly or approximately.")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+
+    b = isub.add_parser("build", help="encode image features into an index folder")
+    b.add_argument("run", metavar="RUN", help="run folder (or original snapshot prefix) whose model embeds the images")
+    b.add_argument("features", type=Path, metavar="FEATURES", help=".npy of CNN features, one row per image")
+    b.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder to create")
+    b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    b.add_argument("--ann", choices=("ivf", "hnsw"), help="also build a FAISS candidate index for approximate search")
+    b.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(images))")
+    b.add_argument("--device", help="torch device for encoding (default: cpu)")
+    b.set_defaults(func=run_build)
+
+    s = isub.add_parser("search", help="the best images of an index for one or more sentences")
+    s.add_argument("index", type=Path, metavar="INDEX", help="index folder")
+    s.add_argument("sentences", nargs="*", metavar="SENTENCE", help="query sentences (pre-tokenised text)")
+    s.add_argument("--queries", type=Path, metavar="TXT", help="also read queries from a file, one per line")
+    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    s.add_argument("--approximate", action="store_true", help="FAISS candidates re-ranked exactly (needs --ann at build)")
+    s.add_argument("--candidates", type=int, default=1000, help="candidates per query in approximate mode")
+    s.add_argument("--nprobe", type=int, default=32, help="IVF lists visited (HNSW: search breadth)")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.set_defaults(func=run_search)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    out = build_index(args.run, args.features, args.out, dtype=args.dtype, overwrite=args.overwrite,
+                      device=args.device, verbose=True)
+    if args.ann:
+        build_ann(out, kind=args.ann, nlist=args.nlist, verbose=True)
+    index = Index(out)
+    print(f"{out}: {len(index)} images x {index.meta['dim']} {index.meta['dtype']} ({index.method})")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise ValueError(f"-k must be at least 1, got {args.k}")
+    sentences = list(args.sentences)
+    if args.queries is not None:
+        from .encode import read_captions
+
+        sentences += read_captions(args.queries)
+    if not sentences:
+        raise ValueError("no query: give sentences or --queries FILE")
+    index = Index(args.index)
+    errors, indices = index.search(sentences, args.k, approximate=args.approximate,
+                                   candidates=args.candidates, nprobe=args.nprobe)
+    results = format_results(sentences, errors, indices)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        print(r["query"])
+        for rank, hit in enumerate(r["results"], 1):
+            print(f"  {rank:3d}  image {hit['image']:>9d}  error {hit['error']:.6f}")
+    return 0
