@@ -16,6 +16,7 @@ COMMANDS = [
     "prepare",
     "extract_features",
     "serve",
+    "index",
 ]
 
 
