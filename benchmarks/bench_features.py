@@ -11,7 +11,7 @@ Two measurements, with random weights (they cost the same as pretrained ones):
   500x375 JPEGs, in images/s, for each network at ``--pipeline-batch``.
 
 Usage: python benchmarks/bench_features.py [--cnns vgg19 resnet152] [--batch-sizes 1 8 32 64]
-       [--devices cpu cuda] [--seconds 3] [--pipeline-images 64] [--crops 10]
+       [--devices cpu cuda] [--seconds 3] [--pipeline-images 64] [--crops 10] [--workers 4] [--threads N]
 """
 from __future__ import annotations
 
@@ -106,7 +106,10 @@ def main() -> None:
     p.add_argument("--pipeline-batch", type=int, default=32)
     p.add_argument("--crops", type=int, default=10, choices=(1, 10))
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
           f"{torch.get_num_threads()} torch thread(s)" + (f", GPU {torch.cuda.get_device_name()}" if cuda else ""))

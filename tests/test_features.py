@@ -5,6 +5,8 @@ Random torchvision weights throughout (``weights='none'``); nothing touches the 
 from __future__ import annotations
 
 import functools
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +189,48 @@ def test_weights_file_and_errors(data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown cnn"):
         F.extract_features(data, cnn="alexnet", weights="none", verbose=False)
     assert main(["extract-features", str(tmp_path / "nowhere")]) == 2
+
+
+class _FakeVisual(torch.nn.Module):
+    image_size = 24
+    image_mean = (0.5, 0.4, 0.3)
+    image_std = (0.2, 0.25, 0.3)
+
+
+class _FakeClip(torch.nn.Module):
+    """Stands in for an open_clip model: a fixed linear map of the whole crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = _FakeVisual()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(11)
+            self.proj = torch.nn.Conv2d(3, 6, 24)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(1)
+
+
+def test_clip_through_open_clip(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    fake = types.ModuleType("open_clip")
+    fake.create_model = lambda name, pretrained=None: (calls.append((name, pretrained)), _FakeClip())[1]
+    monkeypatch.setitem(sys.modules, "open_clip", fake)
+    report = F.extract_features(data, cnn="clip", crops=1, weights="none", clip_model="RN50", splits=["dev"],
+                                workers=0, device="cpu", verbose=False)
+    assert calls[-1] == ("RN50", None) and report["dev"]["path"].endswith("clip-1crop/dev.npy")
+    net = _FakeClip().eval()
+    rows = []
+    for f in (data / "dev_images.txt").read_text().splitlines():
+        a = np.asarray(Image.open(data / f).convert("RGB"))
+        h, w = a.shape[:2]
+        a = np.asarray(Image.fromarray(a).resize((27, 27 * h // w) if w <= h else (27 * w // h, 27), Image.BILINEAR))
+        c = ten_crops_by_hand(a, 24)[4].astype(np.float32) / 255.0
+        c = (c - np.array(_FakeVisual.image_mean, np.float32)) / np.array(_FakeVisual.image_std, np.float32)
+        with torch.no_grad():
+            v = net.encode_image(torch.from_numpy(c.transpose(2, 0, 1).copy())[None])[0].numpy()
+        rows.append(v / np.linalg.norm(v))
+    np.testing.assert_allclose(np.load(report["dev"]["path"]), np.stack(rows), atol=1e-5)
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # not installed
+    with pytest.raises(ValueError, match=r"order-embedding\[clip\]"):
+        F.build_extractor("clip")
