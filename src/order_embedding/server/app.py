@@ -33,7 +33,7 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
     """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets and
     ``image_root`` is the folder image files are read from (nothing outside it is served)."""
     store = RunStore(runs_dir, data_dir, image_root, device)
-    app = FastAPI(title="order-embedding runs", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app = FastAPI(title="order-embedding runs", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
     app.state.store = store
 
     @app.middleware("http")
