@@ -168,6 +168,9 @@ def test_runs_lists_every_folder_with_errors_as_rows(client, ws):
     assert hyper["kind"] == "hypernym" and not hyper["searchable"]
     assert hyper["best"]["order"]["dev_accuracy"] == 85.5 and hyper["best"]["cosine"]["dev_accuracy"] == 62.5
     assert hyper["hyperparameters"]["order.margin"] == 1.0
+    one = client.get("/api/runs/order").json()
+    assert one["config"] == json.loads((ws["runs"] / "order" / runs.CONFIG).read_text())
+    assert client.get("/api/runs/nope").status_code == 404
 
 
 def test_metrics_are_the_logged_points_and_follow_the_log_live(client, ws, tmp_path):
