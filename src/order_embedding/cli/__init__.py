@@ -13,6 +13,7 @@ COMMANDS = [
     "encode",
     "demo",
     "convert_legacy",
+    "hypernym",
     "prepare",
     "extract_features",
     "serve",

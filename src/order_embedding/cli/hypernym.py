@@ -1,0 +1,73 @@
+"""``order-embedding hypernym``: WordNet hypernym completion, the order model against its baselines."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..hypernym import HypernymConfig, format_results, run_experiment, write_json
+from ..wordnet import DEFAULT_WORDNET_DIR, build_dataset, find_wordnet_dir, read_wordnet
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = HypernymConfig()
+    p = sub.add_parser(
+        "hypernym", help="WordNet hypernym completion: order-embeddings, symmetric variant, transitive closure",
+        description="Read WordNet 3.0 nouns, split the transitive closure of the hypernym graph into train, dev and "
+                    "test edges with random negatives, train order-embeddings and a symmetric (cosine) variant, and "
+                    "print their test accuracy next to the transitive-closure baseline.")
+    p.add_argument("--wordnet", type=Path, default=Path(DEFAULT_WORDNET_DIR), metavar="DIR",
+                   help=f"folder with data.noun and index.noun (default {DEFAULT_WORDNET_DIR}; NLTK's wordnet folder works)")
+    p.add_argument("--root", metavar="SYNSET", help="use only this synset and those below it (e.g. mammal.n.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, negatives and initialisation (default 0)")
+    p.add_argument("--dev-size", type=int, default=4000, help="dev edges (default 4000)")
+    p.add_argument("--test-size", type=int, default=4000, help="test edges (default 4000)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs of each model (default {d.epochs})")
+    p.add_argument("--dim", type=int, default=d.dim, help=f"embedding dimension (default {d.dim})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per update (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin for negatives (default {d.margin})")
+    p.add_argument("--negatives", type=int, default=d.negatives,
+                   help=f"negatives drawn per training edge each epoch (default {d.negatives})")
+    p.add_argument("--valid-every", type=int, default=d.valid_every, metavar="N",
+                   help=f"evaluate on dev every N updates and at each epoch's end (default {d.valid_every})")
+    p.add_argument("--no-symmetric", action="store_true", help="skip the symmetric (cosine) model")
+    p.add_argument("--out", type=Path, default=Path("runs/hypernym"), help="run folder to create (default runs/hypernym)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: each update is small and memory-bound, and one thread "
+                        "stays fast when the cores are shared)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1 (got {args.threads})")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    configs = [
+        HypernymConfig(measure=m, dim=args.dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       margin=args.margin, negatives=args.negatives, valid_every=args.valid_every, seed=args.seed)
+        for m in (("order",) if args.no_symmetric else ("order", "symmetric"))
+    ]
+    wordnet_dir = find_wordnet_dir(args.wordnet)
+    graph = read_wordnet(wordnet_dir)
+    if args.root:
+        graph = graph.descendants(args.root)
+    data = build_dataset(graph, args.seed, dev_size=args.dev_size, test_size=args.test_size)
+    source = {"wordnet": str(wordnet_dir.resolve()), "root": args.root}
+    results = run_experiment(data, configs, run_dir=args.out, source=source, progress=not args.quiet)
+    print(format_results(results))
+    print(f"run folder: {args.out}")
+    if args.json:
+        write_json(results, args.json)
+    return 0

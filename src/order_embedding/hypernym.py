@@ -1,0 +1,376 @@
+"""Hypernym completion on WordNet: order-embeddings of synsets, a symmetric variant and the
+transitive-closure baseline (section 7 of the reference; table 1 of the paper).
+
+One embedding per synset. The order model keeps the entries non-negative and scores a
+pair (hyponym ``x``, hypernym ``y``) by the order violation ``E = sum_i max(0, y_i - x_i)^2``
+(:func:`order_embedding.measures.order_violation` with the hypernym in the caption
+role). The symmetric variant uses ``E = 1 - cos(x, y)``, which cannot tell the
+direction of an edge. Both train with the hinge ``E`` for positives and
+``max(0, margin - E)`` for negatives, averaged over each batch of mixed positives and
+negatives, with Adam. A pair is predicted to be an edge when ``E <= threshold``, the
+threshold chosen on dev; the parameters kept are those of the best dev accuracy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import runs
+from .measures import order_violation
+from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
+
+#: The trained measures: the paper's order model and the symmetric (cosine) variant.
+MEASURES = ("order", "symmetric")
+
+#: Run-folder file listing the synset of each embedding row.
+SYNSETS = "synsets.json"
+#: Run-folder file with the final results (the same object ``--json`` writes).
+RESULTS = "results.json"
+
+
+@dataclass
+class HypernymConfig:
+    """Hyperparameters of one embedding model (defaults: the paper's order model)."""
+
+    measure: str = "order"
+    dim: int = 50
+    epochs: int = 10
+    batch_size: int = 1000
+    lr: float = 0.01
+    margin: float = 1.0
+    negatives: int = 1
+    valid_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(f"unknown measure {self.measure!r}; choose one of {list(MEASURES)}")
+        for name in ("dim", "epochs", "batch_size", "negatives", "valid_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not (self.lr > 0 and self.margin > 0):
+            raise ValueError(f"lr and margin must be positive (got {self.lr}, {self.margin})")
+
+
+@dataclass
+class TrainedEmbeddings:
+    """The best embeddings of one model on dev, their threshold and accuracies (fractions)."""
+
+    measure: str
+    embeddings: np.ndarray
+    threshold: float
+    dev_accuracy: float
+    test_accuracy: float
+    best_epoch: int
+    best_uidx: int
+    updates: int
+    seconds: float
+    config: HypernymConfig = field(repr=False)
+
+
+def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, measure: str) -> torch.Tensor:
+    """Error of each aligned row pair (hyponym, hypernym); low means "is a"."""
+    if measure == "order":
+        return order_violation(hypernyms, hyponyms)
+    if measure == "symmetric":
+        return 1.0 - torch.nn.functional.cosine_similarity(hyponyms, hypernyms, dim=-1, eps=1e-8)
+    raise ValueError(f"unknown measure {measure!r}; choose one of {list(MEASURES)}")
+
+
+def hinge_loss(errors: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over the batch of ``E`` for positives and ``max(0, margin - E)`` for negatives."""
+    return torch.where(labels, errors, (margin - errors).clamp(min=0)).mean()
+
+
+def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, measure: str) -> np.ndarray:
+    """Errors (float64) of edge rows ``(hyponym, hypernym)`` under fixed embeddings."""
+    emb = torch.as_tensor(embeddings)
+    p = torch.as_tensor(np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2))
+    with torch.no_grad():
+        return pair_errors(emb[p[:, 0]], emb[p[:, 1]], measure).double().numpy()
+
+
+def best_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold (predict an edge iff error <= threshold) of highest accuracy, and that accuracy.
+
+    Cuts fall between distinct error values, at the midpoint; equal errors always get the
+    same prediction. Among equally accurate cuts the lowest threshold wins.
+    """
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    if not np.isfinite(e).all():
+        raise ValueError("errors contain NaN or infinity")
+    order = np.argsort(e, kind="stable")
+    e, y = e[order], y[order]
+    n_neg = int((~y).sum())
+    correct = np.cumsum(y) + n_neg - np.cumsum(~y)  # cut after index i: first i+1 predicted edges
+    correct = np.where(np.r_[e[1:] != e[:-1], True], correct, -1)
+    i = int(np.argmax(correct))
+    if n_neg >= correct[i]:  # predicting no edge at all is at least as good
+        return float(np.nextafter(e[0], -np.inf)), n_neg / len(e)
+    threshold = e[-1] if i == len(e) - 1 else (e[i] + e[np.searchsorted(e, e[i], side="right")]) / 2
+    return float(threshold), int(correct[i]) / len(e)
+
+
+def accuracy_at(errors: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs classified right when an edge is predicted iff error <= threshold."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    return float(np.mean((e <= threshold) == y))
+
+
+def labelled(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative edge rows stacked, with their boolean labels."""
+    return np.concatenate([positives, negatives]), np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]
+
+
+def closure_baseline(data: HypernymDataset) -> dict[str, float]:
+    """Accuracy (fractions) of predicting an edge iff it is in the transitive closure of the training edges."""
+    known = transitive_closure(data.train, data.graph.n_nodes)
+    out = {}
+    for split, pos, neg in (("dev", data.dev, data.dev_negatives), ("test", data.test, data.test_negatives)):
+        pairs, labels = labelled(pos, neg)
+        out[f"{split}_accuracy"] = float(np.mean(contains_edges(known, pairs, data.graph.n_nodes) == labels))
+    return out
+
+
+def _adam(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
+    """Adam (beta1 0.9, beta2 0.999, eps 1e-8); the fused single-pass kernel where torch has one for CPU."""
+    try:
+        return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
+               labels: torch.Tensor, measure: str, margin: float) -> float:
+    """One update on a batch of (hyponym, hypernym) rows; returns the batch loss.
+
+    The order model's table is clamped to >= 0 first. ``grad`` (shaped like ``weight``) is
+    reused as the gradient buffer: the gradients of the gathered rows are scattered into it,
+    which is what autograd through the lookup gives, without a new dense table per batch.
+    """
+    with torch.no_grad():
+        if measure == "order":
+            weight.clamp_(min=0)
+    x = weight.detach()[pairs[:, 0]].requires_grad_()
+    z = weight.detach()[pairs[:, 1]].requires_grad_()
+    loss = hinge_loss(pair_errors(x, z, measure), labels, margin)
+    loss.backward()
+    grad.zero_()
+    grad.index_add_(0, pairs[:, 0], x.grad)
+    grad.index_add_(0, pairs[:, 1], z.grad)
+    weight.grad = grad
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_embeddings(
+    data: HypernymDataset,
+    config: HypernymConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainedEmbeddings:
+    """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
+
+    With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
+    to its ``metrics.jsonl``.
+    """
+    cfg = config
+    n = data.graph.n_nodes
+    order = cfg.measure == "order"
+    init_seed, sample_seed = np.random.SeedSequence([cfg.seed, MEASURES.index(cfg.measure)]).generate_state(2)
+    rng = np.random.default_rng(sample_seed)
+    weight = torch.nn.Parameter(torch.randn(n, cfg.dim, generator=torch.Generator().manual_seed(int(init_seed))))
+    grad = torch.zeros_like(weight)
+    optimizer = _adam(weight, cfg.lr)
+    dev_pairs, dev_labels = labelled(data.dev, data.dev_negatives)
+    n_train = len(data.train) * (1 + cfg.negatives)
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    start = time.time()
+    best = {"accuracy": -1.0, "threshold": 0.0, "epoch": 0, "uidx": 0, "weights": None}
+    uidx = examples = 0
+    loss_sum, loss_count = 0.0, 0
+
+    def current() -> torch.Tensor:
+        w = weight.detach()
+        return w.clamp(min=0) if order else w
+
+    def validate(epoch: int) -> float:
+        threshold, acc = best_threshold(embedding_errors(current(), dev_pairs, cfg.measure), dev_labels)
+        is_best = acc > best["accuracy"]
+        if is_best:
+            best.update(accuracy=acc, threshold=threshold, epoch=epoch, uidx=uidx, weights=current().clone())
+        if run_dir is not None:
+            runs.append_metrics(run_dir, {"event": "valid", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
+                                          "examples": examples, "dev_accuracy": 100 * acc, "threshold": threshold,
+                                          "best": is_best, "time": time.time() - start})
+        return acc
+
+    bar = tqdm(total=cfg.epochs * per_epoch, desc=cfg.measure, unit="batch", disable=not progress, leave=False)
+    for epoch in range(1, cfg.epochs + 1):
+        negatives = np.concatenate([corrupt_edges(data.train, n, rng) for _ in range(cfg.negatives)])
+        pairs, labels = labelled(data.train, negatives)
+        shuffle = rng.permutation(len(pairs))
+        pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
+        for b in range(per_epoch):
+            rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+            y = labels_t[rows]
+            loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
+            uidx += 1
+            examples += len(y)
+            loss_sum += loss * len(y)
+            loss_count += len(y)
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(f"{cfg.measure} model: the loss became {loss_sum} at update {uidx}")
+            last = b == per_epoch - 1
+            if uidx % cfg.valid_every == 0 or last:
+                if run_dir is not None:
+                    runs.append_metrics(run_dir, {"event": "train", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
+                                                  "examples": examples, "loss": loss_sum / loss_count,
+                                                  "time": time.time() - start})
+                acc = validate(epoch)
+                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / loss_count:.4f}", dev=f"{100 * acc:.2f}",
+                                best=f"{100 * best['accuracy']:.2f}")
+                loss_sum, loss_count = 0.0, 0
+            bar.update()
+    bar.close()
+    test_pairs, test_labels = labelled(data.test, data.test_negatives)
+    weights = best["weights"]
+    test_acc = accuracy_at(embedding_errors(weights, test_pairs, cfg.measure), test_labels, best["threshold"])
+    return TrainedEmbeddings(
+        measure=cfg.measure, embeddings=weights.numpy(), threshold=best["threshold"], dev_accuracy=best["accuracy"],
+        test_accuracy=test_acc, best_epoch=best["epoch"], best_uidx=best["uidx"], updates=uidx,
+        seconds=time.time() - start, config=cfg,
+    )
+
+
+def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any]) -> Path:
+    """Create a run folder (``kind: hypernym``) with its config and synset list; refuses an existing run."""
+    run_dir = Path(run_dir)
+    if (run_dir / runs.CONFIG).exists():
+        raise ValueError(f"{run_dir} already holds a run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.METRICS).unlink(missing_ok=True)
+    g = data.graph
+    runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
+    runs.save_json(run_dir / runs.CONFIG, {
+        "kind": "hypernym",
+        "model": {"n_nodes": g.n_nodes, "dim": {c.measure: c.dim for c in configs}, "measures": [c.measure for c in configs]},
+        "train": {c.measure: asdict(c) for c in configs},
+        "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
+                 "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
+    })
+    return run_dir
+
+
+def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> None:
+    """Write the best embeddings of each model to the run folder's ``model.safetensors``."""
+    runs.save_tensors(
+        Path(run_dir) / runs.BEST,
+        {m.measure: torch.from_numpy(np.ascontiguousarray(m.embeddings)) for m in models},
+        {"thresholds": {m.measure: m.threshold for m in models},
+         "dev_accuracy": {m.measure: 100 * m.dev_accuracy for m in models}},
+    )
+
+
+@dataclass
+class HypernymEmbeddings:
+    """A saved hypernym run: synset names, one embedding table per measure, and the chosen thresholds."""
+
+    names: list[str]
+    embeddings: dict[str, np.ndarray]
+    thresholds: dict[str, float]
+
+    def errors(self, pairs: list[tuple[str, str]], measure: str = "order") -> np.ndarray:
+        """Errors of (hyponym name, hypernym name) pairs; ``<= thresholds[measure]`` means "is a"."""
+        index = {n: k for k, n in enumerate(self.names)}
+        try:
+            rows = np.array([[index[a], index[b]] for a, b in pairs], dtype=np.int64).reshape(-1, 2)
+        except KeyError as e:
+            raise ValueError(f"unknown synset {e.args[0]!r}") from None
+        if measure not in self.embeddings:
+            raise ValueError(f"this run has no {measure!r} embeddings (it has {sorted(self.embeddings)})")
+        return embedding_errors(self.embeddings[measure], rows, measure)
+
+
+def load_embeddings(run_dir: str | Path) -> HypernymEmbeddings:
+    """Read a hypernym run folder written by :func:`run_experiment`."""
+    run_dir = Path(run_dir)
+    config = runs.load_json(run_dir / runs.CONFIG)
+    if config.get("kind") != "hypernym":
+        raise runs.RunError(f"{run_dir} is a {config.get('kind')!r} run, not a hypernym run")
+    tensors, meta = runs.load_tensors(run_dir / runs.BEST)
+    names = runs.load_json(run_dir / SYNSETS)["names"]
+    embeddings = {k: v.numpy() for k, v in tensors.items()}
+    for k, v in embeddings.items():
+        if v.shape[0] != len(names):
+            raise runs.RunError(f"{run_dir / runs.BEST}: {k!r} has {v.shape[0]} rows for {len(names)} synsets")
+    return HypernymEmbeddings(names=names, embeddings=embeddings, thresholds=meta["thresholds"])
+
+
+def run_experiment(
+    data: HypernymDataset,
+    configs: list[HypernymConfig],
+    run_dir: str | Path | None = None,
+    source: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train each configured model and run the closure baseline; the results object (accuracies in percent).
+
+    With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results.
+    """
+    start = time.time()
+    if run_dir is not None:
+        run_dir = prepare_run_dir(run_dir, data, configs, source or {})
+    trained: list[TrainedEmbeddings] = []
+    models: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress)
+        trained.append(m)
+        models[m.measure] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
+                             "threshold": m.threshold, "best_epoch": m.best_epoch, "best_uidx": m.best_uidx,
+                             "updates": m.updates, "seconds": m.seconds}
+        if run_dir is not None:
+            save_embeddings(run_dir, trained)
+    base = closure_baseline(data)
+    models["transitive_closure"] = {"dev_accuracy": 100 * base["dev_accuracy"], "test_accuracy": 100 * base["test_accuracy"]}
+    results = {"nodes": data.graph.n_nodes, "direct_edges": len(data.graph.edges), "edges": len(data.closure),
+               "train_edges": len(data.train), "seed": data.seed, "seconds": time.time() - start, "models": models}
+    if run_dir is not None:
+        runs.save_json(Path(run_dir) / RESULTS, results)
+    return results
+
+
+#: Rows of the printed table: key in ``results["models"]`` and its label.
+TABLE_ROWS = (("transitive_closure", "transitive closure"), ("symmetric", "order-embeddings, symmetric (cosine)"),
+              ("order", "order-embeddings"))
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The results as the paper's table: one row per method, dev and test accuracy in percent."""
+    lines = [f"WordNet nouns: {results['nodes']} synsets, {results['direct_edges']} direct edges, "
+             f"{results['edges']} edges in the transitive closure; seed {results['seed']}, {results['seconds']:.0f} s",
+             f"{'method':<40} {'dev %':>7} {'test %':>7}"]
+    for key, label in TABLE_ROWS:
+        if key in results["models"]:
+            m = results["models"][key]
+            lines.append(f"{label:<40} {m['dev_accuracy']:>7.2f} {m['test_accuracy']:>7.2f}")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: str | Path) -> None:
+    """Write the results object as JSON."""
+    runs.atomic_write(path, (json.dumps(results, indent=2) + "\n").encode())

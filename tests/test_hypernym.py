@@ -1,0 +1,215 @@
+"""Hypernym completion: measures, loss, threshold, training step, baselines, run folder, CLI, and a
+real-data run on the mammal.n.01 subtree of WordNet 3.0."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from wordnet_files import TINY, write_wordnet
+
+from order_embedding import runs
+from order_embedding.cli import main
+from order_embedding.hypernym import (
+    HypernymConfig,
+    accuracy_at,
+    best_threshold,
+    closure_baseline,
+    embedding_errors,
+    hinge_loss,
+    load_embeddings,
+    pair_errors,
+    run_experiment,
+    train_step,
+)
+from order_embedding.wordnet import HypernymDataset, build_dataset, read_wordnet
+
+WORDNET = Path("/usr/share/wordnet")
+
+
+def test_order_error_is_the_squared_violation_of_the_hypernym_above() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.random((7, 5)), rng.random((7, 5))
+    expected = (np.maximum(0, y - x) ** 2).sum(1)  # E(hyponym x, hypernym y)
+    got = pair_errors(torch.from_numpy(x), torch.from_numpy(y), "order").numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert pair_errors(torch.tensor([[2.0, 3.0]]), torch.tensor([[1.0, 0.0]]), "order").item() == 0  # y <= x holds
+
+
+def test_symmetric_error_is_one_minus_cosine_and_ignores_direction() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    expected = 1 - (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    np.testing.assert_allclose(pair_errors(tx, ty, "symmetric").numpy(), expected, rtol=1e-10)
+    np.testing.assert_array_equal(pair_errors(tx, ty, "symmetric").numpy(), pair_errors(ty, tx, "symmetric").numpy())
+    with pytest.raises(ValueError, match="unknown measure"):
+        pair_errors(tx, ty, "bilinear")
+
+
+def test_hinge_loss_by_hand() -> None:
+    errors = torch.tensor([0.5, 2.0, 0.25, 3.0])
+    labels = torch.tensor([True, True, False, False])
+    # positives pay E, negatives max(0, 1 - E): (0.5 + 2 + 0.75 + 0) / 4
+    assert hinge_loss(errors, labels, 1.0).item() == pytest.approx(3.25 / 4)
+
+
+def test_threshold_by_hand_with_ties() -> None:
+    errors = np.array([0.9, 0.2, 0.1, 0.5, 0.2])
+    labels = np.array([0, 1, 1, 0, 0], bool)
+    # cut below 0.2: 1 TP + 3 TN; cut after the tied 0.2s: 2 TP + 2 TN; both 4/5, the lower wins
+    threshold, acc = best_threshold(errors, labels)
+    assert threshold == pytest.approx(0.15) and acc == pytest.approx(0.8)
+    assert accuracy_at(errors, labels, threshold) == pytest.approx(0.8)
+    assert best_threshold(np.array([1.0, 2.0, 3.0]), np.array([True, True, False])) == (2.5, 1.0)
+    assert best_threshold(np.array([1.0, 2.0]), np.array([True, True])) == (2.0, 1.0)
+    t, acc = best_threshold(np.array([1.0, 2.0]), np.array([False, False]))
+    assert t < 1.0 and acc == 1.0
+
+
+def test_threshold_is_the_best_of_all_cuts() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        errors = rng.integers(0, 12, 40) / 4.0  # many ties
+        labels = rng.random(40) < 0.5 + 0.3 * (errors < 1.5)
+        threshold, acc = best_threshold(errors, labels)
+        candidates = np.r_[errors, errors.min() - 1]
+        brute = max(np.mean((errors <= t) == labels) for t in candidates)
+        assert acc == pytest.approx(brute)
+        assert accuracy_at(errors, labels, threshold) == pytest.approx(acc)
+        assert not np.isin(threshold, errors) or threshold == errors.max()  # strictly between distinct values
+
+
+def test_threshold_bad_input() -> None:
+    with pytest.raises(ValueError, match="as many labels"):
+        best_threshold(np.array([1.0, 2.0]), np.array([True]))
+    with pytest.raises(ValueError, match="NaN"):
+        best_threshold(np.array([1.0, np.nan]), np.array([True, False]))
+
+
+@pytest.mark.parametrize("measure", ["order", "symmetric"])
+def test_train_step_matches_autograd_through_the_table(measure: str) -> None:
+    n, dim = 30, 6
+    start = torch.randn(n, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pairs = torch.randint(0, n, (50, 2), generator=torch.Generator().manual_seed(1))  # repeated rows included
+    labels = torch.rand(50, generator=torch.Generator().manual_seed(2)) < 0.5
+
+    weight = torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([weight], lr=0.01)
+    grad = torch.zeros_like(weight)
+    ref = torch.nn.Parameter(start.clone())
+    ref_opt = torch.optim.Adam([ref], lr=0.01, foreach=False)
+    for _ in range(3):
+        loss = train_step(weight, grad, opt, pairs, labels, measure, 1.0)
+        with torch.no_grad():
+            if measure == "order":
+                ref.clamp_(min=0)
+        ref_opt.zero_grad()
+        ref_loss = hinge_loss(pair_errors(ref[pairs[:, 0]], ref[pairs[:, 1]], measure), labels, 1.0)
+        ref_loss.backward()
+        ref_opt.step()
+        assert loss == pytest.approx(ref_loss.item(), rel=1e-12)
+    torch.testing.assert_close(weight.detach(), ref.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_closure_baseline_by_hand(tmp_path: Path) -> None:
+    write_wordnet(tmp_path, TINY)
+    g = read_wordnet(tmp_path)  # 1 animal->0 entity, 2 mammal->1, 3 dog->2, ...
+    arr = lambda rows: np.array(rows, dtype=np.int64).reshape(-1, 2)  # noqa: E731
+    data = HypernymDataset(
+        graph=g, closure=arr([]), train=arr([[1, 0], [2, 1], [3, 2]]),
+        dev=arr([[2, 0], [3, 0], [4, 1]]), dev_negatives=arr([[0, 1], [5, 1], [3, 1]]),
+        test=arr([[3, 1], [7, 6]]), test_negatives=arr([[1, 2], [7, 7]]), seed=0,
+    )
+    base = closure_baseline(data)
+    # dev: 2->0 and 3->0 implied, 4->1 not; negatives 0->1, 5->1 absent, 3->1 implied (wrongly "true")
+    assert base["dev_accuracy"] == pytest.approx(4 / 6)
+    # test: 3->1 implied, 7->6 not; both negatives absent
+    assert base["test_accuracy"] == pytest.approx(3 / 4)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown measure"):
+        HypernymConfig(measure="poincare")
+    with pytest.raises(ValueError, match="dim must be at least 1"):
+        HypernymConfig(dim=0)
+    with pytest.raises(ValueError, match="lr and margin must be positive"):
+        HypernymConfig(margin=0)
+
+
+def test_run_folder_on_tiny_wordnet(tmp_path: Path) -> None:
+    write_wordnet(tmp_path / "wn", TINY)
+    data = build_dataset(read_wordnet(tmp_path / "wn"), seed=0, dev_size=3, test_size=3)
+    configs = [HypernymConfig(measure=m, dim=4, epochs=3, batch_size=4, valid_every=2) for m in ("order", "symmetric")]
+    results = run_experiment(data, configs, run_dir=tmp_path / "run", source={"wordnet": "tiny"}, progress=False)
+    run = tmp_path / "run"
+    config = runs.load_json(run / runs.CONFIG)
+    assert config["kind"] == "hypernym" and config["train"]["order"]["dim"] == 4
+    records = list(runs.read_metrics(run))
+    valid = [r for r in records if r["event"] == "valid"]
+    assert {r["model"] for r in valid} == {"order", "symmetric"}
+    for r in valid:
+        assert set(r) >= {"event", "epoch", "uidx", "examples", "dev_accuracy", "threshold", "best", "time"}
+        assert 0 <= r["dev_accuracy"] <= 100
+    order_valid = [r for r in valid if r["model"] == "order"]
+    assert order_valid[0]["best"] and max(r["dev_accuracy"] for r in order_valid) == results["models"]["order"]["dev_accuracy"]
+    assert any(r["event"] == "train" and r["loss"] >= 0 for r in records)
+    saved = load_embeddings(run)
+    assert saved.embeddings["order"].shape == (len(TINY), 4) and (saved.embeddings["order"] >= 0).all()
+    assert saved.thresholds["order"] == results["models"]["order"]["threshold"]
+    assert runs.load_json(run / "results.json") == json.loads(json.dumps(results))
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_experiment(data, configs, run_dir=run, progress=False)
+
+
+def test_load_embeddings_refuses_other_runs(tmp_path: Path) -> None:
+    runs.save_json(tmp_path / runs.CONFIG, {"kind": "caption-image", "model": {}, "train": {}})
+    with pytest.raises(runs.RunError, match="not a hypernym run"):
+        load_embeddings(tmp_path)
+
+
+def test_cli_reports_a_missing_wordnet(tmp_path: Path, capsys) -> None:
+    assert main(["hypernym", "--wordnet", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "wordnet-base" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_reports_a_file_in_the_wrong_format(tmp_path: Path, capsys) -> None:
+    (tmp_path / "data.noun").write_text("this is not wordnet\n")
+    assert main(["hypernym", "--wordnet", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "not in the WordNet database format" in capsys.readouterr().err
+
+
+def test_cli_on_the_mammal_subtree(tmp_path: Path, capsys) -> None:
+    """The fast real-data check: WordNet 3.0 below mammal.n.01 (1,180 synsets, 6,542 closure edges)."""
+    assert (WORDNET / "data.noun").exists(), "WordNet 3.0 is required: apt-get install wordnet-base"
+    out, js = tmp_path / "run", tmp_path / "r.json"
+    rc = main(["hypernym", "--root", "mammal.n.01", "--dev-size", "500", "--test-size", "500", "--epochs", "30",
+               "--batch-size", "100", "--valid-every", "50", "--seed", "0", "--out", str(out), "--json", str(js),
+               "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "order-embeddings" in printed and "transitive closure" in printed
+    r = json.loads(js.read_text())
+    assert r["nodes"] == 1182 and r["edges"] == 6542 and r["seed"] == 0 and r["seconds"] > 0
+    m = r["models"]
+    assert set(m) == {"order", "symmetric", "transitive_closure"}
+    # The order model learns the hierarchy and beats both baselines on held-out edges.
+    assert m["order"]["test_accuracy"] >= 79.0
+    assert m["order"]["test_accuracy"] >= m["transitive_closure"]["test_accuracy"] + 1.5
+    assert m["order"]["test_accuracy"] >= m["symmetric"]["test_accuracy"] + 1.5
+
+    # The saved order embeddings know the direction of an edge; the symmetric ones cannot.
+    saved = load_embeddings(out)
+    cfg = runs.load_json(out / runs.CONFIG)
+    data = build_dataset(read_wordnet(WORDNET).descendants("mammal.n.01"), seed=0, dev_size=500, test_size=500)
+    assert cfg["data"]["test"] == 500 and len(saved.names) == 1182
+    forward = embedding_errors(saved.embeddings["order"], data.test, "order")
+    backward = embedding_errors(saved.embeddings["order"], data.test[:, ::-1], "order")
+    assert np.mean(forward < backward) >= 0.95
+    sym = saved.embeddings["symmetric"]
+    np.testing.assert_allclose(embedding_errors(sym, data.test, "symmetric"),
+                               embedding_errors(sym, data.test[:, ::-1], "symmetric"), atol=1e-6)
+    assert saved.errors([("dog.n.01", "mammal.n.01")])[0] <= saved.thresholds["order"]
