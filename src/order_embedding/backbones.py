@@ -181,7 +181,8 @@ def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
     ) -> nn.Module:
         """``name`` from torchvision; ``image_size``/``resize_size``/``crops``/``workers`` configure image loading."""
         if dim_image != TORCHVISION_DIMS[name]:
-            raise ValueError(f"backbone {name} gives {TORCHVISION_DIMS[name]}-d features; set dim_image to {TORCHVISION_DIMS[name]}")
+            width = TORCHVISION_DIMS[name]
+            raise ValueError(f"backbone {name} gives {width}-d features; set dim_image to {width}")
         if crops not in (1, 10):
             raise ValueError(f"crops must be 1 or 10, not {crops!r}")
         if not 0 < image_size <= resize_size:

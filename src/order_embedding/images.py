@@ -106,7 +106,10 @@ def crop_boxes(width: int, height: int, size: int) -> list[tuple[int, int]]:
 
 
 def crop_tensor(x: torch.Tensor, size: int, n_crops: int) -> torch.Tensor:
-    """``n_crops x C x size x size`` crops of a ``C x H x W`` image: the centre (1), or corners + centre and their mirrors (10)."""
+    """``n_crops x C x size x size`` crops of a ``C x H x W`` image.
+
+    One crop: the centre; ten: the four corners and the centre, then their mirror images.
+    """
     if n_crops not in (1, 10):
         raise ValueError(f"crops must be 1 or 10, not {n_crops}")
     boxes = crop_boxes(x.shape[2], x.shape[1], size)
@@ -206,12 +209,12 @@ class ImageFiles:
         """The crops of the images in a slice."""
         if not isinstance(index, slice):
             raise TypeError("ImageFiles supports slices only")
-        return self.loader.load(range(*index.indices(len(self))),
-                                lambda img: eval_crops(img, self.resize_size, self.image_size, self.crops, self.mean, self.std))
+        return self.loader.load(range(*index.indices(len(self))), lambda img: eval_crops(
+            img, self.resize_size, self.image_size, self.crops, self.mean, self.std))
 
 
 class BackboneImageSource:
-    """Image files for a torchvision backbone: random resized crops and flips for training, evaluation crops otherwise."""
+    """Image files for a torchvision backbone: random resized crops and flips to train, evaluation crops otherwise."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], options: dict) -> None:
         self.files = ImageFiles(paths, options)
