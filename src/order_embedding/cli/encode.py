@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import encode_images, encode_sentences, load_model
+from ..api import encode_images, load_model
+from ..index import encode_captions_file
 from ..runs import atomic_write
 
 
@@ -40,8 +41,10 @@ def read_captions(path: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.run, device=args.device)
-    if args.captions is not None:
-        out = encode_sentences(model, read_captions(args.captions), verbose=True, batch_size=args.batch_size)
+    if args.captions is not None:  # streamed in chunks to the .npy: memory does not grow with the file
+        n, dim = encode_captions_file(model, args.captions, args.out, batch_size=args.batch_size, verbose=True)
+        print(f"{args.out}: {n} x {dim}")
+        return 0
     else:
         features = np.load(args.features, mmap_mode="r", allow_pickle=False)
         out = encode_images(model, features, verbose=True, batch_size=args.batch_size)
