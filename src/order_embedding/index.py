@@ -422,14 +422,9 @@ def read_caption_chunks(path: str | os.PathLike, chunk: int = CAPTION_CHUNK) -> 
         yield lines
 
 
-def count_lines(path: str | os.PathLike, block: int = 1 << 24) -> int:
-    """Number of lines of a text file (a last line without a newline counts)."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while data := f.read(block):
-            n += data.count(b"\n")
-            last = data[-1:]
-    return n + (last != b"\n")
+def count_captions(path: str | os.PathLike) -> int:
+    """Number of lines of a caption file, checked as :func:`read_caption_chunks` checks them."""
+    return sum(len(lines) for lines in read_caption_chunks(path))
 
 
 def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: str | os.PathLike,
@@ -442,7 +437,7 @@ def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: s
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     out = Path(out)
-    n = count_lines(captions)
+    n = count_captions(captions)  # a first pass finds bad lines before any work
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     writer = NpyWriter(tmp, (n, model.config.dim), dtype)
     try:
