@@ -78,6 +78,10 @@ def test_cosine_topk_across_blocks_keeps_global_best(tmp_path):
     want_e, want_i = brute_force(s, im, "cosine", 12)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(e, want_e, rtol=1e-5, atol=1e-5)
+    # ties: equal rows everywhere, so the lower indices win, across and inside blocks
+    im = np.repeat(rng.standard_normal((10, 5)).astype(np.float32), 30, axis=0)
+    e, i = cosine_topk(s, im, 40, block=64)
+    np.testing.assert_array_equal(i, brute_force(s, im, "cosine", 40)[1])
 
 
 def test_approximate_search_reranks_faiss_candidates_exactly(tmp_path):

@@ -217,7 +217,13 @@ def cosine_topk(s: np.ndarray, im, k: int, block: int = COSINE_BLOCK) -> tuple[n
     for b0 in range(0, n_im, block):
         e = -(s @ as_float32(im[b0 : b0 + block]).T)
         kk = min(k, e.shape[1])
-        part = np.argpartition(e, kk - 1, axis=1)[:, :kk] if kk < e.shape[1] else np.broadcast_to(np.arange(e.shape[1]), e.shape)
+        if kk < e.shape[1]:
+            part = np.argpartition(e, kk - 1, axis=1)[:, :kk]
+            kth = np.take_along_axis(e, part, 1).max(1, keepdims=True)
+            for row in np.flatnonzero((e == kth).sum(1) > 1):  # a tie at the cut: keep the lower indices
+                part[row] = np.argsort(e[row], kind="stable")[:kk]
+        else:
+            part = np.broadcast_to(np.arange(e.shape[1]), e.shape)
         best_e = np.concatenate([best_e, np.take_along_axis(e, part, 1)], axis=1)
         best_i = np.concatenate([best_i, part + b0], axis=1)
         order = np.lexsort((best_i, best_e), axis=1)[:, :k] if best_e.size else np.empty((len(s), 0), np.int64)

@@ -21,6 +21,7 @@ from .. import runs
 from ..api import LoadedModel, compute_errors, encode_images, encode_sentences, load_model, split_images
 from ..data import DataError, Split, load_split, resolve_data_dir
 from ..evaluation import recall_metrics, retrieval_lists
+from ..index import exact_topk
 
 #: Longest accepted search query, in characters.
 MAX_QUERY_CHARS = 500
@@ -316,10 +317,9 @@ class RunStore:
         model = self.model(run_id).model
         text, unknown = self.tokens(model, query)
         s = encode_sentences(model, [text])
-        errors = compute_errors(model, s, r["im"])[0]
-        top = np.argsort(errors, kind="stable")[:k]
+        errors, top = exact_topk(s, r["im"], model.config.method, k)  # streamed top-k, ties to the lower index
         return {"run": run_id, "split": split_name, "query": query, "tokens": text.split(), "unknown": unknown,
-                "results": [{"image": int(i), "error": float(errors[i])} for i in top]}
+                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
 
     def search_image(self, run_id: str, split_name: str, image: int, k: int) -> dict[str, Any]:
         """The ``k`` captions of the split with the lowest error for one of its images."""
