@@ -4,7 +4,7 @@ Prints, for ``--images`` generated image embeddings of dimension 1,024 (float16 
 
 - exact search time per batch of 100 queries (blockwise order-violation top-10),
 - FAISS IVF candidates re-ranked exactly: recall@10 against exact search and speed-up,
-- peak resident memory (each job in its own process, ``ru_maxrss``) of building the
+- peak resident memory (each job in its own process, ``VmHWM``) of building the
   index, encoding a 1M-caption file (the shared COCO test captions repeated), and
   evaluating a COCO 5K-sized test (25,000 x 5,000, dimension 1,024) through
   ``evaluation.embedding_ranks``.
@@ -34,7 +34,12 @@ CAPTIONS = REPO.parent / "shared" / "data" / "coco_karpathy_test5k_captions.txt"
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
+    """Peak resident memory of this process in MiB (``VmHWM``: unlike ``ru_maxrss`` it does not carry the
+    launching process's peak across ``exec``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -102,11 +107,11 @@ def job_build(work: Path) -> dict:
     return {"seconds": time.perf_counter() - t}
 
 
-def job_captions(work: Path, n: int) -> dict:
+def job_captions(work: Path, dim: int, dim_word: int) -> dict:
     from order_embedding.api import load_model
     from order_embedding.index import encode_captions_file
 
-    model = load_model(work / "run_small", device="cpu")
+    model = load_model(work / f"run_captions_{dim}_{dim_word}", device="cpu")
     t = time.perf_counter()
     shape = encode_captions_file(model, work / "captions_1m.txt", work / "captions_1m.npy", verbose=True)
     return {"seconds": time.perf_counter() - t, "shape": list(shape), "dim": model.config.dim}
@@ -176,7 +181,8 @@ def job_search(work: Path, batches: int, nlist: int, candidates: list[int], npro
 def run_job(args: argparse.Namespace, job: str, extra: list[str]) -> dict:
     """Run one job in a fresh process and return its JSON report (with its peak RSS)."""
     cmd = [sys.executable, __file__, "--job", job, "--workdir", str(args.workdir), "--threads", str(args.threads),
-           "--images", str(args.images), "--captions", str(args.captions), *extra]
+           "--images", str(args.images), "--captions", str(args.captions), "--caption-dim", str(args.caption_dim),
+           "--caption-word-dim", str(args.caption_word_dim), *extra]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -191,8 +197,9 @@ def main() -> None:
     p.add_argument("--nlist", type=int, default=1024)
     p.add_argument("--candidates", default="1000,4000")
     p.add_argument("--nprobe", default="16,64")
-    p.add_argument("--caption-dim", type=int, default=256,
+    p.add_argument("--caption-dim", type=int, default=64,
                    help="GRU state size of the caption-encoding job (1,024 takes hours on 2 cores)")
+    p.add_argument("--caption-word-dim", type=int, default=64, help="word vector size of the caption-encoding job")
     p.add_argument("--jobs", default="build,captions,evaluate,search")
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -211,7 +218,7 @@ def main() -> None:
     if args.job:
         report = {
             "build": lambda: job_build(work),
-            "captions": lambda: job_captions(work, args.captions),
+            "captions": lambda: job_captions(work, args.caption_dim, args.caption_word_dim),
             "evaluate": lambda: job_evaluate(work),
             "search": lambda: job_search(work, args.batches, args.nlist, *lists),
         }[args.job]()
@@ -220,7 +227,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average {os.getloadavg()}, {args.threads} threads, {args.images} images, workdir {work}", flush=True)
     make_run(work / "run", 1024, 1024, 300)
-    make_run(work / "run_small", 1024, args.caption_dim, 300)
+    make_run(work / f"run_captions_{args.caption_dim}_{args.caption_word_dim}", 1024, args.caption_dim,
+             args.caption_word_dim)
     make_features(work / "features.npy", args.images, 1024)
     make_caption_file(work / "captions_1m.txt", args.captions)
     jobs = args.jobs.split(",")
