@@ -1,0 +1,305 @@
+"""Speed of the order-violation error kernels against a chunked torch broadcast, and the machine's limit.
+
+Prints, for a COCO 1K fold (default 5,000 captions x 1,000 images x 1,024 dims of
+random non-negative unit vectors, fixed seed):
+
+- the first-call cost of the compiled kernels (a cold compile, measured in a child
+  process with an empty numba cache, and the cache load of this process);
+- the kernel time (best of a few runs after warm-up) and the time of the
+  straightforward chunked torch broadcast at its best chunk size;
+- the machine's arithmetic limit for the fold (elements x 3 operations / peak
+  FLOP/s, the peak derived from /proc/cpuinfo and the CPU affinity) and the
+  fraction of it the kernel reaches;
+- the full fold evaluation (error matrix + both directions' ranks and metrics);
+- the streaming top-k over a float16 memmap of many images;
+- peak resident memory after each part; with a CUDA device, the torch broadcast on it.
+
+Usage: python benchmarks/bench_errors.py [--captions 25000 --images 5000] [--topk-images 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from order_embedding import evaluation, kernels
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Random non-negative unit vectors (absolute values of Gaussians, L2-normalised), float32."""
+    x = np.abs(rng.standard_normal((n, dim), dtype=np.float32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """Best wall time and the process CPU time of that run, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    best = (float("inf"), 0.0)
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        run = (time.perf_counter() - w, time.process_time() - c)
+        best = min(best, run)
+    return best
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where unavailable)."""
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def lscpu_max_mhz() -> float | None:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if line.startswith("CPU max MHz:"):
+            return float(line.split(":")[1])
+    return None
+
+
+def machine_peak() -> tuple[float, list[str]]:
+    """Peak float32 FLOP/s of the CPUs this process may use, and the assumptions behind it."""
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    cores = len(os.sched_getaffinity(0))
+    mhz_max = lscpu_max_mhz()
+    mhz = mhz_max or float(info.get("cpu MHz", "0") or 0)
+    vendor, family = info.get("vendor_id", "?"), info.get("cpu family", "?")
+    if "avx512f" in flags and not (vendor == "AuthenticAMD" and family == "25"):
+        lanes, isa = 16, "AVX-512"
+    elif "avx512f" in flags:
+        lanes, isa = 8, "AVX-512 on 256-bit datapaths (AMD family 25, Zen 4)"
+    elif "avx2" in flags:
+        lanes, isa = 8, "AVX2"
+    else:
+        lanes, isa = 4, "SSE"
+    fma_units = 2 if "fma" in flags else 1
+    flop_per_cycle = lanes * fma_units * (2 if "fma" in flags else 1)
+    peak = cores * mhz * 1e6 * flop_per_cycle
+    notes = [
+        f"CPU: {info.get('model name', platform.processor())} ({vendor} family {family}), "
+        f"{cores} cores usable (sched_getaffinity)",
+        f"flags: avx2={'avx2' in flags} fma={'fma' in flags} avx512f={'avx512f' in flags} -> {isa}, "
+        f"{lanes} float32 lanes per vector operation",
+        f"clock: {mhz:.0f} MHz from {'lscpu CPU max MHz' if mhz_max else '/proc/cpuinfo cpu MHz'} "
+        "(assumed sustained on all cores; a guest VM reports the nominal clock, turbo may be higher)",
+        f"assumed {fma_units} FMA pipe(s) per core, an FMA counted as 2 FLOP: "
+        f"{flop_per_cycle} FLOP/cycle/core -> peak {peak / 1e9:.1f} GFLOP/s",
+        "the penalty needs 3 operations per (caption, image, dim) element: subtract, max, multiply-add",
+    ]
+    return peak, notes
+
+
+def torch_broadcast(s: torch.Tensor, im: torch.Tensor, rows: int, in_place: bool = False) -> torch.Tensor:
+    """The straightforward chunked broadcast: ``rows`` captions x all images x dim at a time.
+
+    Each chunk's result goes straight into a preallocated matrix (collecting many
+    small results for one ``torch.cat`` fragments the heap when chunks are small).
+    ``in_place`` reuses the difference tensor for the clamp and the square.
+    """
+    out = torch.empty((s.shape[0], im.shape[0]), dtype=s.dtype, device=s.device)
+    for i in range(0, s.shape[0], rows):
+        diff = s[i : i + rows].unsqueeze(1) - im.unsqueeze(0)
+        if in_place:
+            out[i : i + rows] = diff.clamp_(min=0).pow_(2).sum(-1)
+        else:
+            out[i : i + rows] = diff.clamp(min=0).pow(2).sum(-1)
+    return out
+
+
+COLD_COMPILE = """
+import time, numpy as np
+t = time.perf_counter()
+from order_embedding import kernels
+imported = time.perf_counter() - t
+x = np.random.default_rng(0).random((5, 8), dtype=np.float32)
+t = time.perf_counter(); kernels.order_error_matrix(x, x); matrix = time.perf_counter() - t
+t = time.perf_counter(); kernels.order_topk(x, x, 2); topk = time.perf_counter() - t
+print(f"{imported:.2f} {matrix:.2f} {topk:.2f}")
+"""
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--captions", type=int, default=5000)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (best is reported)")
+    parser.add_argument("--chunks", type=str, default="1,2,4,16,64", help="torch broadcast chunk sizes (captions)")
+    parser.add_argument("--topk-queries", type=int, default=100)
+    parser.add_argument("--topk-images", type=int, default=1_000_000, help="0 skips the top-k part")
+    parser.add_argument("--topk-k", type=int, default=100)
+    parser.add_argument("--topk-dtype", choices=["float16", "float32"], default="float16")
+    parser.add_argument("--topk-file", type=Path, help="reuse (or create) this .npy image matrix for top-k")
+    parser.add_argument("--skip-cold-compile", action="store_true", help="do not time a compile from an empty cache")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    peak, notes = machine_peak()
+    section("machine")
+    for note in notes:
+        print("  " + note)
+    print(f"  load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(other processes on these cores slow every timing below)")
+    print(f"  numba {kernels.numba.__version__} threads {kernels.numba.get_num_threads()}, "
+          f"torch {torch.__version__} threads {torch.get_num_threads()}")
+    print(f"  peak RSS after imports: {peak_rss_mb():.0f} MB")
+
+    section("first call (compilation)")
+    if not args.skip_cold_compile:
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            out = subprocess.run([sys.executable, "-c", COLD_COMPILE], env=env, capture_output=True, text=True)
+        if out.returncode == 0:
+            imported, matrix, topk = out.stdout.split()
+            print(f"  empty numba cache: import {imported} s, first order_error_matrix {matrix} s, "
+                  f"first order_topk {topk} s (compiles, then stores to the cache)")
+        else:
+            print(f"  cold compile run failed: {out.stderr.strip().splitlines()[-1:]}")
+    tiny = np.ones((4, 8), dtype=np.float32)
+    w = time.perf_counter()
+    kernels.order_error_matrix(tiny, tiny)
+    matrix_first = time.perf_counter() - w
+    w = time.perf_counter()
+    kernels.order_topk(tiny, tiny, 1)
+    topk_first = time.perf_counter() - w
+    print(f"  this process: first order_error_matrix {matrix_first:.2f} s, first order_topk {topk_first:.2f} s "
+          "(loaded from the on-disk cache when it is warm)")
+
+    n, m, d = args.captions, args.images, args.dim
+    elements = n * m * d
+    rng = np.random.default_rng(args.seed)
+    s, im = unit_rows(rng, n, d), unit_rows(rng, m, d)
+    limit = elements * 3 / peak
+
+    section(f"error matrix {n} captions x {m} images x {d} dims ({elements / 1e9:.2f} G elements)")
+    k_wall, k_cpu = timed(lambda: kernels.order_error_matrix(s, im), args.repeats)
+    print(f"  kernel order_error_matrix: {k_wall:.3f} s (cpu {k_cpu:.2f} s), "
+          f"{elements / k_wall / 1e9:.1f} G elements/s")
+    print(f"  arithmetic limit: {limit:.3f} s -> kernel at {limit / k_wall:.0%} of the limit "
+          f"({k_wall / limit:.2f}x the limit)")
+    errors = kernels.order_error_matrix(s, im)
+    check = slice(0, min(n, 8))
+    reference = (np.maximum(s[check, None, :].astype(np.float64) - im[None, :, :], 0.0) ** 2).sum(-1)
+    print(f"  max relative deviation from float64 (first {check.stop} captions): "
+          f"{np.abs(errors[check] - reference).max() / reference.max():.1e}")
+    del errors, reference
+
+    section("full fold evaluation (errors + text-to-image and image-to-text ranks and metrics)")
+    cap2img = np.arange(n) // max(1, n // m) if n >= m else np.arange(n)
+    cap2img = np.minimum(cap2img, m - 1)
+
+    def fold() -> tuple[dict, dict]:
+        e = kernels.order_error_matrix(s, im)
+        return (evaluation.recall_metrics(evaluation.ranks_t2i(e, cap2img)),
+                evaluation.recall_metrics(evaluation.ranks_i2t(e, cap2img)))
+
+    f_wall, f_cpu = timed(fold, args.repeats)
+    t2i, i2t = fold()
+    print(f"  fold evaluation: {f_wall:.3f} s (cpu {f_cpu:.2f} s); t2i R@1 {t2i['R@1']:.1f}, i2t R@1 {i2t['R@1']:.1f} "
+          "(random vectors)")
+    print(f"  peak RSS so far: {peak_rss_mb():.0f} MB")
+
+    if args.topk_images > 0:
+        topk_part(args, peak)
+
+    section("torch chunked broadcast (straightforward baseline)")
+    st, it = torch.from_numpy(s), torch.from_numpy(im)
+    best = (float("inf"), "", 0.0)
+    for torch_threads in sorted({1, threads}):
+        torch.set_num_threads(torch_threads)
+        for in_place in (False, True):
+            for rows in [int(c) for c in args.chunks.split(",")]:
+                b_wall, b_cpu = timed(lambda: torch_broadcast(st, it, rows, in_place), max(1, args.repeats // 2))
+                label = f"chunk {rows} captions{', in place' if in_place else ''}, {torch_threads} thread(s)"
+                print(f"  {label}: {b_wall:.3f} s (cpu {b_cpu:.2f} s)")
+                best = min(best, (b_wall, label, b_cpu))
+    torch.set_num_threads(threads)
+    print(f"  best torch broadcast: {best[0]:.3f} s ({best[1]})")
+    print(f"  kernel speed-up over it: {best[0] / k_wall:.1f}x")
+    print(f"  peak RSS after the torch baseline: {peak_rss_mb():.0f} MB")
+
+    if torch.cuda.is_available():
+        section(f"CUDA torch broadcast ({torch.cuda.get_device_name()})")
+        sc, ic = st.cuda(), it.cuda()
+        for rows in (8, 32, 128):
+            def run() -> None:
+                torch_broadcast(sc, ic, rows)
+                torch.cuda.synchronize()
+
+            c_wall, _ = timed(run, args.repeats)
+            print(f"  chunk {rows:4d} captions: {c_wall:.4f} s")
+
+    section("summary")
+    print(f"  kernel {k_wall:.3f} s | torch best {best[0]:.3f} s | speed-up {best[0] / k_wall:.1f}x | "
+          f"limit {limit:.3f} s | {k_wall / limit:.2f}x the limit | fold evaluation {f_wall:.3f} s")
+    return 0
+
+
+def topk_part(args: argparse.Namespace, peak: float) -> None:
+    n_q, n_im, d, k = args.topk_queries, args.topk_images, args.dim, args.topk_k
+    elements = n_q * n_im * d
+    section(f"top-{k}: {n_q} queries over {n_im} images x {d} dims ({args.topk_dtype} memmap, "
+            f"{elements / 1e9:.0f} G elements)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.topk_file or Path(tmp) / "images.npy"
+        if path.exists():
+            images = np.load(path, mmap_mode="r")
+            if images.shape != (n_im, d) or images.dtype != np.dtype(args.topk_dtype):
+                raise SystemExit(f"{path} holds {images.dtype} {images.shape}, not {args.topk_dtype} {(n_im, d)}")
+        else:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=args.topk_dtype, shape=(n_im, d))
+            rng = np.random.default_rng(args.seed + 1)
+            step = 20000
+            for b in tqdm(range(0, n_im, step), desc="writing images", unit="block"):
+                out[b : b + step] = unit_rows(rng, min(step, n_im - b), d)
+            out.flush()
+            del out
+            images = np.load(path, mmap_mode="r")
+        queries = unit_rows(np.random.default_rng(args.seed + 2), n_q, d)
+        # A first pass reads the file into the page cache (and warms the kernel); the timed runs follow.
+        kernels.order_topk(queries, images, k)
+        t_wall, t_cpu = timed(lambda: kernels.order_topk(queries, images, k), max(1, args.repeats // 2), warmup=0)
+        limit = elements * 3 / peak
+        print(f"  order_topk: {t_wall:.3f} s (cpu {t_cpu:.2f} s), {elements / t_wall / 1e9:.1f} G elements/s")
+        print(f"  arithmetic limit of the brute-force scan: {limit:.3f} s -> {limit / t_wall:.0%} of the limit "
+              f"({t_wall / limit:.2f}x the limit)")
+        print(f"  peak RSS so far: {peak_rss_mb():.0f} MB")
+        del images
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
