@@ -218,3 +218,21 @@ def test_topk_sizes_and_errors() -> None:
             order_topk(s, im, bad_k)
     with pytest.raises(ValueError, match="2-D"):
         order_topk(s, np.zeros(4), 2)
+
+
+def test_same_pair_same_bits_everywhere() -> None:
+    # Duplicated rows at tile remainders and inside full tiles get bit-identical errors,
+    # in the matrix and in the top-k, so ties between duplicates fall to the lower index.
+    rng = np.random.default_rng(8)
+    s = unit_rows(rng, 7, 1000)
+    s[6] = s[1]
+    im = unit_rows(rng, 1030, 1000)
+    im[[5, 514, 1029]] = im[2]
+    errors = order_error_matrix(s, im)
+    np.testing.assert_array_equal(errors[6], errors[1])
+    for j in (5, 514, 1029):
+        np.testing.assert_array_equal(errors[:, j], errors[:, 2])
+    top_errors, top_indices = order_topk(s, im, 1030)
+    np.testing.assert_array_equal(top_errors, np.take_along_axis(errors, top_indices, 1))
+    expected = np.lexsort((np.broadcast_to(np.arange(1030), errors.shape), errors), axis=1)
+    np.testing.assert_array_equal(top_indices, expected)

@@ -79,32 +79,30 @@ _u16_at = _pointer_intrinsic(types.uint16)
 
 
 @njit(fastmath=_FASTMATH, inline="always", boundscheck=False, cache=True)
-def _pair(s: np.ndarray, a: int, im: np.ndarray, b: int) -> np.float32:
-    """Penalty of one caption row against one image row."""
-    acc = np.float32(0)
-    for i in range(s.shape[1]):
-        d = s[a, i] - im[b, i]
-        if d < 0:
-            d = np.float32(0)
-        acc += d * d
-    return acc
+def _tile(s: np.ndarray, a: int, ra: int, im: np.ndarray, b: int, rb: int, out: np.ndarray, ob: int) -> None:
+    """Penalties of captions a..a+ra-1 against images b..b+rb-1 (1 <= ra, rb <= 4), written to out[a.., ob..].
 
-
-@njit(fastmath=_FASTMATH, inline="always", boundscheck=False, cache=True)
-def _tile4x4(s: np.ndarray, a: int, im: np.ndarray, b: int, out: np.ndarray, ob: int) -> None:
-    """Penalties of captions a..a+3 against images b..b+3, written to out[a.., ob..]."""
+    Always 4 x 4 pairs are summed (missing rows repeat the last one and are not
+    written), so every entry, wherever it lies, is the same sequence of operations.
+    """
     z = np.float32(0)
-    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = z
-    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = z
+    a1 = a + min(1, ra - 1)
+    a2 = a + min(2, ra - 1)
+    a3 = a + min(3, ra - 1)
+    b1 = b + min(1, rb - 1)
+    b2 = b + min(2, rb - 1)
+    b3 = b + min(3, rb - 1)
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
+    c02 = c03 = c12 = c13 = c22 = c23 = c32 = c33 = z
     for i in range(s.shape[1]):
         x0 = s[a, i]
-        x1 = s[a + 1, i]
-        x2 = s[a + 2, i]
-        x3 = s[a + 3, i]
+        x1 = s[a1, i]
+        x2 = s[a2, i]
+        x3 = s[a3, i]
         y0 = im[b, i]
-        y1 = im[b + 1, i]
-        y2 = im[b + 2, i]
-        y3 = im[b + 3, i]
+        y1 = im[b1, i]
+        y2 = im[b2, i]
+        y3 = im[b3, i]
         d = x0 - y0
         if d < 0:
             d = z
@@ -170,21 +168,36 @@ def _tile4x4(s: np.ndarray, a: int, im: np.ndarray, b: int, out: np.ndarray, ob:
             d = z
         c33 += d * d
     out[a, ob] = c00
-    out[a, ob + 1] = c01
-    out[a, ob + 2] = c02
-    out[a, ob + 3] = c03
-    out[a + 1, ob] = c10
-    out[a + 1, ob + 1] = c11
-    out[a + 1, ob + 2] = c12
-    out[a + 1, ob + 3] = c13
-    out[a + 2, ob] = c20
-    out[a + 2, ob + 1] = c21
-    out[a + 2, ob + 2] = c22
-    out[a + 2, ob + 3] = c23
-    out[a + 3, ob] = c30
-    out[a + 3, ob + 1] = c31
-    out[a + 3, ob + 2] = c32
-    out[a + 3, ob + 3] = c33
+    if rb > 1:
+        out[a, ob + 1] = c01
+    if rb > 2:
+        out[a, ob + 2] = c02
+    if rb > 3:
+        out[a, ob + 3] = c03
+    if ra > 1:
+        out[a + 1, ob] = c10
+        if rb > 1:
+            out[a + 1, ob + 1] = c11
+        if rb > 2:
+            out[a + 1, ob + 2] = c12
+        if rb > 3:
+            out[a + 1, ob + 3] = c13
+    if ra > 2:
+        out[a + 2, ob] = c20
+        if rb > 1:
+            out[a + 2, ob + 1] = c21
+        if rb > 2:
+            out[a + 2, ob + 2] = c22
+        if rb > 3:
+            out[a + 2, ob + 3] = c23
+    if ra > 3:
+        out[a + 3, ob] = c30
+        if rb > 1:
+            out[a + 3, ob + 1] = c31
+        if rb > 2:
+            out[a + 3, ob + 2] = c32
+        if rb > 3:
+            out[a + 3, ob + 3] = c33
 
 
 @njit(fastmath=_FASTMATH, parallel=True, boundscheck=False, cache=True)
@@ -199,25 +212,17 @@ def _error_kernel(s: np.ndarray, im: np.ndarray, out: np.ndarray, row_parts: int
     for part in prange(row_parts * col_parts):
         rp = part // col_parts
         cp = part - rp * col_parts
-        t0 = rp * n_tiles // row_parts
-        t1 = (rp + 1) * n_tiles // row_parts
-        # Leftover captions (fewer than a tile) go with the last row part.
-        a_end = t1 * TILE if rp < row_parts - 1 else n
+        # Row parts start on tile boundaries; the last one takes any leftover captions.
+        a_start = rp * n_tiles // row_parts * TILE
+        a_end = (rp + 1) * n_tiles // row_parts * TILE if rp < row_parts - 1 else n
         b_start = cp * m // col_parts
         b_end = (cp + 1) * m // col_parts
         for b0 in range(b_start, b_end, CACHE_IMAGES):
             b1 = min(b0 + CACHE_IMAGES, b_end)
-            b_full = b0 + (b1 - b0) // TILE * TILE
-            for t in range(t0, t1):
-                a = t * TILE
-                for b in range(b0, b_full, TILE):
-                    _tile4x4(s, a, im, b, out, b)
-                for b in range(b_full, b1):
-                    for r in range(TILE):
-                        out[a + r, b] = _pair(s, a + r, im, b)
-            for a in range(t1 * TILE, a_end):
-                for b in range(b0, b1):
-                    out[a, b] = _pair(s, a, im, b)
+            for a in range(a_start, a_end, TILE):
+                ra = min(TILE, a_end - a)
+                for b in range(b0, b1, TILE):
+                    _tile(s, a, ra, im, b, min(TILE, b1 - b), out, b)
 
 
 @contextmanager
@@ -360,7 +365,7 @@ def _topk_kernel(q: np.ndarray, address: int, half: bool, n_images: int, first: 
                  top_err: np.ndarray, top_idx: np.ndarray, count: np.ndarray) -> None:
     """Fold images first..first+n_images-1 into running top-k heaps, one set of heaps per part.
 
-    q: float32 queries, rows padded with zeros to a multiple of TILE.
+    q: float32 C-contiguous queries (top_err.shape[1] rows).
     address: start of the C-contiguous n_images x dim image block, float16 bits if half
     else float32. Part p (of top_err.shape[0]) takes the p-th contiguous slice of the
     block and owns heaps top_err[p, r], top_idx[p, r] holding count[p, r] entries
@@ -372,7 +377,7 @@ def _topk_kernel(q: np.ndarray, address: int, half: bool, n_images: int, first: 
         b_start = p * n_images // n_parts
         b_end = (p + 1) * n_images // n_parts
         buffer = np.empty((CACHE_IMAGES, dim), dtype=np.float32)
-        errors = np.empty((q.shape[0], CACHE_IMAGES), dtype=np.float32)
+        errors = np.empty((n_q, CACHE_IMAGES), dtype=np.float32)
         for b0 in range(b_start, b_end, CACHE_IMAGES):
             nb = min(CACHE_IMAGES, b_end - b0)
             if half:
@@ -383,13 +388,10 @@ def _topk_kernel(q: np.ndarray, address: int, half: bool, n_images: int, first: 
                 images = buffer[:nb]
             else:
                 images = numba.carray(_f32_at(address + b0 * dim * 4), (nb, dim))
-            full = nb // TILE * TILE
-            for a in range(0, q.shape[0], TILE):
-                for b in range(0, full, TILE):
-                    _tile4x4(q, a, images, b, errors, b)
-                for b in range(full, nb):
-                    for r in range(TILE):
-                        errors[a + r, b] = _pair(q, a + r, images, b)
+            for a in range(0, n_q, TILE):
+                ra = min(TILE, n_q - a)
+                for b in range(0, nb, TILE):
+                    _tile(q, a, ra, images, b, min(TILE, nb - b), errors, b)
             for r in range(n_q):
                 c = count[p, r]
                 for b in range(nb):
@@ -434,8 +436,7 @@ def order_topk(s: np.ndarray, im: np.ndarray, k: int, progress: bool = False) ->
     with tqdm(total=steps, desc="top-k", unit="block", disable=not progress) as bar:
         for q0 in range(0, n_q, TOPK_QUERIES):
             q1 = min(q0 + TOPK_QUERIES, n_q)
-            queries = np.zeros((-(-(q1 - q0) // TILE) * TILE, dim), dtype=np.float32)
-            queries[: q1 - q0] = q32[q0:q1]
+            queries = q32[q0:q1]
             with _threads_for((q1 - q0) * n_im * dim) as threads:
                 n_parts = 2 * threads if n_im >= 2 * threads * CACHE_IMAGES else 1
                 top_err = np.full((n_parts, q1 - q0, k), np.inf, dtype=np.float32)
