@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from ..train import DEFAULTS, PRESETS, trainer
 
@@ -37,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--finetune needs a backbone (for example --backbone resnet152 --dim_image 2048)")
         options["backbone_options"] = {**(options.get("backbone_options") or {}), "finetune": True}
     run_dir = trainer(args.preset, verbose=not args.quiet, **options)
-    print(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only the first process prints
+        print(run_dir)
     return 0
