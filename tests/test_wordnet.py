@@ -105,6 +105,16 @@ def test_negatives_replace_exactly_one_end_by_a_random_node() -> None:
     assert 0.45 < changed_lower < 0.55 and 0.45 < changed_upper < 0.55  # each end about half the time
 
 
+def test_negatives_can_avoid_known_edges() -> None:
+    rng = np.random.default_rng(4)
+    n = 12
+    pos = np.array([[a, b] for a in range(n) for b in range(n) if a > b and (a + b) % 3])  # dense known set
+    neg = corrupt_edges(pos, n, rng, exclude=pos)
+    assert ((pos[:, 0] == neg[:, 0]) | (pos[:, 1] == neg[:, 1])).all()
+    assert not contains_edges(pos, neg, n).any()
+    assert contains_edges(pos, corrupt_edges(pos, n, rng), n).any()  # without exclude they do occur
+
+
 def test_dataset_negatives_follow_their_positives(tiny: Path) -> None:
     d = build_dataset(read_wordnet(tiny), seed=1, dev_size=4, test_size=4)
     for pos, neg in ((d.dev, d.dev_negatives), (d.test, d.test_negatives)):

@@ -42,11 +42,13 @@ class HypernymConfig:
 
     measure: str = "order"
     dim: int = 50
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 1000
     lr: float = 0.01
     margin: float = 1.0
     negatives: int = 1
+    filter_negatives: bool = False
+    lr_decay: bool = False
     valid_every: int = 100
     seed: int = 0
 
@@ -146,7 +148,7 @@ def closure_baseline(data: HypernymDataset) -> dict[str, float]:
     return out
 
 
-def _adam(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
+def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
     """Adam (beta1 0.9, beta2 0.999, eps 1e-8); the fused single-pass kernel where torch has one for CPU."""
     try:
         return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
@@ -195,7 +197,7 @@ def train_embeddings(
     rng = np.random.default_rng(sample_seed)
     weight = torch.nn.Parameter(torch.randn(n, cfg.dim, generator=torch.Generator().manual_seed(int(init_seed))))
     grad = torch.zeros_like(weight)
-    optimizer = _adam(weight, cfg.lr)
+    optimizer = adam_optimizer(weight, cfg.lr)
     dev_pairs, dev_labels = labelled(data.dev, data.dev_negatives)
     n_train = len(data.train) * (1 + cfg.negatives)
     per_epoch = math.ceil(n_train / cfg.batch_size)
@@ -221,13 +223,16 @@ def train_embeddings(
 
     bar = tqdm(total=cfg.epochs * per_epoch, desc=cfg.measure, unit="batch", disable=not progress, leave=False)
     for epoch in range(1, cfg.epochs + 1):
-        negatives = np.concatenate([corrupt_edges(data.train, n, rng) for _ in range(cfg.negatives)])
+        exclude = data.train if cfg.filter_negatives else None
+        negatives = np.concatenate([corrupt_edges(data.train, n, rng, exclude) for _ in range(cfg.negatives)])
         pairs, labels = labelled(data.train, negatives)
         shuffle = rng.permutation(len(pairs))
         pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
         for b in range(per_epoch):
             rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
             y = labels_t[rows]
+            if cfg.lr_decay:  # linear decay to 0 over the whole run
+                optimizer.param_groups[0]["lr"] = cfg.lr * (1 - uidx / (cfg.epochs * per_epoch))
             loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
             uidx += 1
             examples += len(y)
@@ -327,12 +332,14 @@ def run_experiment(
     run_dir: str | Path | None = None,
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Train each configured model and run the closure baseline; the results object (accuracies in percent).
 
     With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results.
+    ``seconds`` counts from ``started`` (a ``time.time()``, default: this call).
     """
-    start = time.time()
+    start = time.time() if started is None else started
     if run_dir is not None:
         run_dir = prepare_run_dir(run_dir, data, configs, source or {})
     trained: list[TrainedEmbeddings] = []

@@ -265,12 +265,29 @@ def contains_edges(known: np.ndarray, queries: np.ndarray, n_nodes: int) -> np.n
     return np.isin(edge_keys(queries, n_nodes), edge_keys(known, n_nodes))
 
 
-def corrupt_edges(edges: np.ndarray, n_nodes: int, rng: np.random.Generator) -> np.ndarray:
-    """Negatives: a copy of each edge with one end, chosen at random, replaced by a random node."""
+def corrupt_edges(
+    edges: np.ndarray, n_nodes: int, rng: np.random.Generator, exclude: np.ndarray | None = None, rounds: int = 100
+) -> np.ndarray:
+    """Negatives: a copy of each edge with one end, chosen at random, replaced by a random node.
+
+    With ``exclude`` (edge rows), a negative that is one of those edges is drawn again, up to
+    ``rounds`` times.
+    """
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     negatives = edges.copy()
-    end = rng.integers(0, 2, size=len(edges))
-    negatives[np.arange(len(edges)), end] = rng.integers(0, n_nodes, size=len(edges))
+    redo = np.arange(len(edges))
+    known = None if exclude is None else np.unique(edge_keys(exclude, n_nodes))
+    for _ in range(rounds if known is not None else 1):
+        negatives[redo] = edges[redo]
+        end = rng.integers(0, 2, size=len(redo))
+        negatives[redo, end] = rng.integers(0, n_nodes, size=len(redo))
+        if known is None:
+            break
+        keys = edge_keys(negatives[redo], n_nodes)
+        at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+        redo = redo[known[at] == keys]
+        if not len(redo):
+            break
     return negatives
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin for negatives (default {d.margin})")
     p.add_argument("--negatives", type=int, default=d.negatives,
                    help=f"negatives drawn per training edge each epoch (default {d.negatives})")
+    p.add_argument("--filter-negatives", action="store_true",
+                   help="draw a training negative again when it is a training edge (known to be true)")
+    p.add_argument("--lr-decay", action="store_true", help="decay the learning rate linearly to 0 over the run")
     p.add_argument("--valid-every", type=int, default=d.valid_every, metavar="N",
                    help=f"evaluate on dev every N updates and at each epoch's end (default {d.valid_every})")
     p.add_argument("--no-symmetric", action="store_true", help="skip the symmetric (cosine) model")
@@ -54,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    started = time.time()
     configs = [
         HypernymConfig(measure=m, dim=args.dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       margin=args.margin, negatives=args.negatives, valid_every=args.valid_every, seed=args.seed)
+                       margin=args.margin, negatives=args.negatives, filter_negatives=args.filter_negatives,
+                       lr_decay=args.lr_decay, valid_every=args.valid_every, seed=args.seed)
         for m in (("order",) if args.no_symmetric else ("order", "symmetric"))
     ]
     wordnet_dir = find_wordnet_dir(args.wordnet)
@@ -65,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         graph = graph.descendants(args.root)
     data = build_dataset(graph, args.seed, dev_size=args.dev_size, test_size=args.test_size)
     source = {"wordnet": str(wordnet_dir.resolve()), "root": args.root}
-    results = run_experiment(data, configs, run_dir=args.out, source=source, progress=not args.quiet)
+    results = run_experiment(data, configs, run_dir=args.out, source=source, progress=not args.quiet, started=started)
     print(format_results(results))
     print(f"run folder: {args.out}")
     if args.json:
