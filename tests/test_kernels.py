@@ -218,6 +218,13 @@ def test_topk_sizes_and_errors() -> None:
             order_topk(s, im, bad_k)
     with pytest.raises(ValueError, match="2-D"):
         order_topk(s, np.zeros(4), 2)
+    nested = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]]  # any array-like, here nested lists
+    errors, indices = order_topk([[1.0, 1.0]], nested, 2)
+    np.testing.assert_array_equal(indices, [[2, 0]])
+    np.testing.assert_array_equal(errors, [[0.5, 1.0]])
+    tensor_errors, tensor_indices = order_topk(torch.ones(1, 2), torch.tensor(nested), 2)
+    np.testing.assert_array_equal(tensor_indices, indices)
+    np.testing.assert_array_equal(tensor_errors, errors)
 
 
 def test_same_pair_same_bits_everywhere() -> None:

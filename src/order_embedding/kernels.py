@@ -414,7 +414,9 @@ def order_topk(s: np.ndarray, im: np.ndarray, k: int, progress: bool = False) ->
     ``order_error_matrix``'s up to float32 rounding. ``progress`` shows a progress bar.
     """
     s = np.asarray(s)
-    shape = tuple(getattr(im, "shape", ()))
+    if not hasattr(im, "shape"):
+        im = np.asarray(im)
+    shape = tuple(im.shape)
     if s.ndim != 2 or len(shape) != 2:
         raise ValueError(f"captions and images must be 2-D matrices, got shapes {s.shape} and {shape}")
     if s.shape[1] != shape[1]:
