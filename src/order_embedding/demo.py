@@ -21,7 +21,7 @@ from .train import trainer
 
 #: Demo scale: training and dev images, and epochs. The test split has 1,000 images.
 FULL = {"n_train": 8000, "n_dev": 1000, "max_epochs": 12}
-QUICK = {"n_train": 1500, "n_dev": 500, "max_epochs": 4}
+QUICK = {"n_train": 2000, "n_dev": 500, "max_epochs": 4}
 
 #: Architecture and optimisation for 64x64 scenes: the paper's model with smaller widths.
 MODEL = {"dim": 256, "dim_word": 64, "dim_image": 256, "backbone": "small_cnn",
