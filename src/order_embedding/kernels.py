@@ -410,8 +410,8 @@ def order_topk(s: np.ndarray, im: np.ndarray, k: int, progress: bool = False) ->
     by the lower image index (NaN errors count as +inf). ``im`` may be any 2-D
     array-like, e.g. a float16 or float32 ``np.memmap``: it is read in blocks (float16
     and float32 C-contiguous blocks in place, anything else converted to float32 block
-    by block), so memory does not grow with the number of images. The errors equal
-    ``order_error_matrix``'s up to float32 rounding. ``progress`` shows a progress bar.
+    by block), so memory does not grow with the number of images. The errors are the
+    same float32 numbers ``order_error_matrix`` gives. ``progress`` shows a progress bar.
     """
     s = np.asarray(s)
     if not hasattr(im, "shape"):
