@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 WORDS = ["red", "green", "blue", "round", "square", "big", "small", "tall"]
 
@@ -32,3 +33,12 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 TINY_MODEL = dict(dim=12, dim_word=8, dim_image=16, batch_size=16, dispFreq=1, validFreq=4, verbose=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Single-threaded torch: small convolutions run far faster so on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,13 +23,7 @@ from order_embedding.prepare import prepare
 
 from test_prepare import write_image_dataset
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: small convolutions run far faster so on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(cnn="resnet18", weights="none", image_size=32, resize_size=40, workers=0, device="cpu", verbose=False)

@@ -27,13 +27,7 @@ TINY = dict(dim=16, dim_word=8, batch_size=4, max_epochs=2, dispFreq=1, validFre
 LOADER = {"weights": "none", "image_size": 32, "resize_size": 40, "crops": 10}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: small convolutions run far faster so on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
