@@ -19,6 +19,7 @@ from order_embedding.hypernym import (
     closure_baseline,
     embedding_errors,
     hinge_loss,
+    learning_rate,
     load_embeddings,
     pair_errors,
     run_experiment,
@@ -128,6 +129,12 @@ def test_closure_baseline_by_hand(tmp_path: Path) -> None:
     assert base["dev_accuracy"] == pytest.approx(4 / 6)
     # test: 3->1 implied, 7->6 not; both negatives absent
     assert base["test_accuracy"] == pytest.approx(3 / 4)
+
+
+def test_learning_rate_schedule() -> None:
+    assert learning_rate(HypernymConfig(lr=0.01), 7, 10) == 0.01
+    decay = HypernymConfig(lr=0.01, lr_decay=True)
+    assert [learning_rate(decay, u, 4) for u in range(4)] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
 
 
 def test_config_rejects_bad_values() -> None:

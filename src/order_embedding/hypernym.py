@@ -148,6 +148,12 @@ def closure_baseline(data: HypernymDataset) -> dict[str, float]:
     return out
 
 
+def learning_rate(config: HypernymConfig, uidx: int, updates: int) -> float:
+    """The learning rate of update ``uidx`` (from 0) of ``updates``: constant, or with ``lr_decay``
+    falling linearly from ``lr`` towards 0."""
+    return config.lr * (1 - uidx / updates) if config.lr_decay else config.lr
+
+
 def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
     """Adam (beta1 0.9, beta2 0.999, eps 1e-8); the fused single-pass kernel where torch has one for CPU."""
     try:
@@ -231,8 +237,7 @@ def train_embeddings(
         for b in range(per_epoch):
             rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
             y = labels_t[rows]
-            if cfg.lr_decay:  # linear decay to 0 over the whole run
-                optimizer.param_groups[0]["lr"] = cfg.lr * (1 - uidx / (cfg.epochs * per_epoch))
+            optimizer.param_groups[0]["lr"] = learning_rate(cfg, uidx, cfg.epochs * per_epoch)
             loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
             uidx += 1
             examples += len(y)
