@@ -8,6 +8,11 @@ query's best ``k``, so memory does not grow with the number of images. An option
 approximate mode asks a FAISS inner-product index (IVF or HNSW, stored as
 ``faiss.index``) for candidates and re-ranks them exactly.
 
+Order-embedding indexes also store 7-bit lower bounds of the embeddings
+(``bounds.npy``, see :mod:`order_embedding.bounds`); on CPUs with AVX-512 VNNI,
+exact search uses them to skip the images that cannot enter a query's top-k and
+returns the same result as the full scan.
+
 Large inputs and outputs go through positioned file reads and writes rather than
 memory maps, so the resident memory of building and encoding stays bounded too.
 """
@@ -30,6 +35,7 @@ from .api import LoadedModel, encode_images, encode_sentences, load_model
 EMBEDDINGS = "embeddings.npy"
 META = "index.json"
 ANN = "faiss.index"
+BOUNDS = "bounds.npy"
 FORMAT = "order-embedding-index"
 DTYPES = ("float16", "float32")
 #: Rows encoded and written at once while building (bounded memory).
@@ -180,6 +186,8 @@ def build_index(
             "features": None if isinstance(features, np.ndarray) else str(Path(features).resolve()),
             "created": time.time(),
         }
+        if model.config.method == "order":
+            meta["bounds"] = _write_bounds(tmp, verbose)
         runs.save_json(tmp / META, meta)
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -193,6 +201,24 @@ def build_index(
             source.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_bounds(folder: Path, verbose: bool) -> dict:
+    """Write ``bounds.npy`` for the embeddings in ``folder``; returns its description for ``index.json``."""
+    from .bounds import SAMPLE, bound_step, write_bounds
+
+    rows = NpyRows(folder / EMBEDDINGS)
+    try:
+        n = len(rows)
+        stride = max(1, n // (4 * SAMPLE))
+        sample = np.concatenate([rows[i : i + 1] for i in range(0, n, stride)]) if n else np.zeros((0, 1))
+        step = bound_step(sample)
+        tmp = folder / f".{BOUNDS}.tmp"
+        write_bounds(rows, tmp, step, progress=verbose)
+        os.replace(tmp, folder / BOUNDS)
+    finally:
+        rows.close()
+    return {"step": step}
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:
@@ -268,6 +294,18 @@ class Index:
         self._model: LoadedModel | None = None
         self._ann = None
         self._mmap: np.ndarray | None = None
+        self._bounds: np.ndarray | None = None
+        if "bounds" in meta:
+            from .bounds import padded_dim
+
+            step = meta["bounds"].get("step") if isinstance(meta["bounds"], dict) else None
+            if not isinstance(step, float) or not math.isfinite(step) or step <= 0:
+                raise IndexFileError(f"{self.path / META}: bounds step must be a positive number, got {step!r}")
+            bounds = NpyRows(self.path / BOUNDS)
+            bounds.close()
+            if bounds.shape != (meta["count"], padded_dim(meta["dim"])) or bounds.dtype != np.uint8:
+                raise IndexFileError(f"{bounds.path}: shape {bounds.shape} dtype {bounds.dtype} do not match "
+                                     f"{meta['count']} images of dimension {meta['dim']}")
 
     @property
     def method(self) -> str:
@@ -291,18 +329,31 @@ class Index:
             self._mmap = np.load(self.path / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
         return self._mmap
 
+    def bounded(self) -> bool:
+        """Whether exact search here skips images through the stored lower bounds (needs AVX-512 VNNI)."""
+        from .bounds import supported
+
+        return "bounds" in self.meta and supported()
+
     def search_vectors(self, queries: np.ndarray, k: int = 10, approximate: bool = False,
-                       candidates: int = 1000, nprobe: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                       candidates: int = 1000, nprobe: int = 32, bounds: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """``(errors, image indices)`` of the ``k`` best images for each query embedding row.
 
-        Exact: every stored row is scored, block by block. Approximate: FAISS
-        proposes ``candidates`` images per query by inner product, which are then
-        scored exactly; needs :func:`build_ann` first.
+        Exact: the result of scoring every stored row; with ``bounds`` (and when
+        :meth:`bounded`), images whose lower bound rules them out are skipped.
+        Approximate: FAISS proposes ``candidates`` images per query by inner
+        product, which are then scored exactly; needs :func:`build_ann` first.
         """
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.meta["dim"]:
             raise ValueError(f"queries must be n x {self.meta['dim']}, got shape {queries.shape}")
         if not approximate:
+            if bounds and self.bounded():
+                from .bounds import order_topk_bounded
+
+                if self._bounds is None:
+                    self._bounds = np.load(self.path / BOUNDS, mmap_mode="r", allow_pickle=False)
+                return order_topk_bounded(queries, self.embeddings(), self._bounds, self.meta["bounds"]["step"], k)
             return exact_topk(queries, self.rows, self.method, k)
         ann = self.ann()
         _set_search_params(ann, nprobe)

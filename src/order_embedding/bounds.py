@@ -1,0 +1,356 @@
+"""Exact order-violation top-k that skips images through a 7-bit lower bound.
+
+With a step ``delta``, images are stored rounded up, ``ceil(im / delta)``, and
+queries rounded down, ``floor(s / delta)``, both clipped to 0..127. Then
+``delta * max(0, s_q - im_q) <= max(0, s - im)`` in every coordinate, so
+
+    delta^2 * sum_i max(0, s_q[i] - im_q[i])^2  <=  E(s, im)
+
+and an image whose bound already exceeds a query's current ``k``-th best error
+cannot enter that query's top-k. (A clipped image coordinate of 127 contributes
+nothing, so clipping keeps the bound valid.) The bound is an integer sum over
+bytes, computed with AVX-512 VNNI (64 coordinates per instruction); only the
+surviving (query, image) pairs are scored in float32 by the same 4 x 4 tile as
+:func:`~order_embedding.kernels.order_topk`, so the result is that function's,
+error for error and index for index.
+
+The bounds live next to an index's embeddings (``bounds.npy``, one byte per
+coordinate, rows padded to a multiple of 64) with the step in ``index.json``.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from tqdm import tqdm
+
+from .kernels import (_NO_IMAGE, TILE, TOPK_QUERIES, _float32, _half_to_float, _merge_parts, _push,
+                      _release_pages, _threads_for, _tile, _u16_at, _f32_at, order_topk)
+
+#: Largest stored level: differences stay in 0..127, the signed operand range of VNNI.
+LEVELS = 127
+#: Bytes of one vector step; bound rows are padded to a multiple of it.
+CHUNK = 64
+#: Quantile of the image coordinates mapped to the top level (larger coordinates are clipped).
+QUANTILE = 0.9999
+#: Relative slack between the bound and float32 errors (float32 sums of 1,024 terms err by ~1e-5).
+SLACK = 1e-4
+#: Images whose bounds are streamed per kernel call.
+BLOCK_ROWS = 65536
+#: Images scored exactly, evenly spaced, to start every query with a finite threshold.
+SAMPLE = 16384
+#: Below this many images the plain scan is used.
+MIN_IMAGES = 4 * SAMPLE
+
+_I8x64 = ir.VectorType(ir.IntType(8), CHUNK)
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+_INT_MAX = np.int64(2**62)
+
+
+def supported() -> bool:
+    """Whether this CPU runs the bound kernel (AVX-512 BW and VNNI, code compiled for the host)."""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return False
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512bw")) and bool(features.get("avx512vnni"))
+
+
+def padded_dim(dim: int) -> int:
+    """Bytes per stored bound row: ``dim`` rounded up to a multiple of 64."""
+    return -(-dim // CHUNK) * CHUNK
+
+
+def bound_step(sample: np.ndarray) -> float:
+    """The step ``delta`` for images like ``sample``: its 99.99th-percentile coordinate over 127."""
+    x = np.asarray(sample, dtype=np.float64)
+    x = x[np.isfinite(x) & (x > 0)]
+    if x.size == 0:
+        return 1.0
+    top = float(np.quantile(x, QUANTILE))
+    return top / LEVELS if top > 0 else float(x.max()) / LEVELS
+
+
+def _levels(x: np.ndarray, step: float, up: bool) -> np.ndarray:
+    """Rows of ``x`` as bytes ``ceil`` (up) or ``floor`` of ``x / step``, clipped to 0..127, padded to 64."""
+    x = np.asarray(x, dtype=np.float64)
+    scaled = x / step
+    # A hair of rounding in the division never makes the bound unsafe: images move up, queries down.
+    scaled = np.ceil(scaled - 1e-9) if up else np.floor(scaled + 1e-9)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=LEVELS, neginf=0.0)
+    out = np.zeros((x.shape[0], padded_dim(x.shape[1])), dtype=np.uint8)
+    out[:, : x.shape[1]] = np.clip(scaled, 0, LEVELS)
+    return out
+
+
+def image_levels(im: np.ndarray, step: float) -> np.ndarray:
+    """Stored bound rows of image embeddings (rounded up)."""
+    return _levels(im, step, up=True)
+
+
+def query_levels(s: np.ndarray, step: float) -> np.ndarray:
+    """Bound rows of query embeddings (rounded down)."""
+    return _levels(s, step, up=False)
+
+
+@intrinsic
+def _bound_tile(typingctx, q0, q1, q2, q3, i0, i1, i2, i3, chunks, out):
+    """Integer bounds of 4 query rows x 4 image rows (byte addresses) over ``chunks`` x 64 bytes,
+    written as 16 int32 to the address ``out`` (query-major)."""
+    sig = types.void(*([types.intp] * 10))
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        usub = cgutils.get_or_insert_function(module, ir.FunctionType(_I8x64, [_I8x64, _I8x64]),
+                                              "llvm.usub.sat.v64i8")
+        dot = cgutils.get_or_insert_function(module, ir.FunctionType(_I32x16, [_I32x16] * 3),
+                                             "llvm.x86.avx512.vpdpbusd.512")
+        total = cgutils.get_or_insert_function(module, ir.FunctionType(ir.IntType(32), [_I32x16]),
+                                               "llvm.vector.reduce.add.v16i32")
+        rows = [builder.inttoptr(a, _I8x64.as_pointer()) for a in args[:8]]
+        n = args[8]
+        entry = builder.basic_block
+        head = builder.append_basic_block("bound.head")
+        body = builder.append_basic_block("bound.body")
+        done = builder.append_basic_block("bound.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        step = builder.phi(n.type)
+        step.add_incoming(ir.Constant(n.type, 0), entry)
+        acc = []
+        for _ in range(16):
+            phi = builder.phi(_I32x16)
+            phi.add_incoming(ir.Constant(_I32x16, None), entry)
+            acc.append(phi)
+        builder.cbranch(builder.icmp_signed("<", step, n), body, done)
+        builder.position_at_end(body)
+        x = [builder.load(builder.gep(r, [step]), align=1) for r in rows[:4]]
+        y = [builder.load(builder.gep(r, [step]), align=1) for r in rows[4:]]
+        new = []
+        for r in range(4):
+            for c in range(4):
+                d = builder.bitcast(builder.call(usub, [x[r], y[c]]), _I32x16)
+                new.append(builder.call(dot, [acc[4 * r + c], d, d]))
+        after = builder.add(step, ir.Constant(n.type, 1))
+        builder.branch(head)
+        step.add_incoming(after, body)
+        for phi, value in zip(acc, new):
+            phi.add_incoming(value, body)
+        builder.position_at_end(done)
+        out = builder.inttoptr(args[9], ir.IntType(32).as_pointer())
+        for j in range(16):
+            builder.store(builder.call(total, [acc[j]]), builder.gep(out, [ir.Constant(ir.IntType(64), j)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(boundscheck=False, cache=True)
+def bound_matrix(s8: np.ndarray, im8: np.ndarray) -> np.ndarray:
+    """Integer bounds ``sum_i max(0, s8[a, i] - im8[b, i])^2`` of padded byte rows (values 0..127)."""
+    n, m, width = s8.shape[0], im8.shape[0], s8.shape[1]
+    out = np.empty((n, m), dtype=np.int32)
+    tile = np.empty(16, dtype=np.int32)
+    sa, ia, ta = s8.ctypes.data, im8.ctypes.data, tile.ctypes.data
+    for a in range(0, n, 4):
+        ra = min(4, n - a)
+        for b in range(0, m, 4):
+            rb = min(4, m - b)
+            _bound_tile(sa + a * width, sa + (a + min(1, ra - 1)) * width, sa + (a + min(2, ra - 1)) * width,
+                        sa + (a + min(3, ra - 1)) * width, ia + b * width, ia + (b + min(1, rb - 1)) * width,
+                        ia + (b + min(2, rb - 1)) * width, ia + (b + min(3, rb - 1)) * width, width // 64, ta)
+            for r in range(ra):
+                for c in range(rb):
+                    out[a + r, b + c] = tile[4 * r + c]
+    return out
+
+
+@njit(inline="always", cache=True)
+def _threshold(e: np.float32, per_unit: float) -> np.int64:
+    """Largest integer bound that a pair with error ``e`` or less can have (with the slack)."""
+    if not e < np.inf:
+        return _INT_MAX
+    t = math.floor(e * per_unit)
+    return np.int64(t) if t < _INT_MAX else _INT_MAX
+
+
+@njit(fastmath={"reassoc", "contract"}, parallel=True, boundscheck=False, cache=True)
+def _bounded_kernel(q: np.ndarray, q8: np.ndarray, address: int, half: bool, bounds_address: int,
+                    n_images: int, first: int, per_unit: float, top_err: np.ndarray, top_idx: np.ndarray,
+                    count: np.ndarray, limit: np.ndarray, scored: np.ndarray) -> None:
+    """Fold images first..first+n_images-1 into the parts' top-k heaps, scoring only pairs within the limit.
+
+    q: float32 queries; q8: their bound rows, row count a multiple of 4. address:
+    the image block (float16 bits if half, else float32); bounds_address: its bound
+    rows. limit[r]: the largest integer bound that can still enter query r's
+    top-k, shared by the parts. scored[p] counts the pairs scored exactly.
+    """
+    n_parts, n_q, k = top_err.shape[0], top_err.shape[1], top_err.shape[2]
+    dim = q.shape[1]
+    width = q8.shape[1]
+    chunks = width // 64
+    n_rows = q8.shape[0]
+    for p in prange(n_parts):
+        b_start = p * n_images // n_parts
+        b_end = (p + 1) * n_images // n_parts
+        lower = np.empty((n_rows, 4), dtype=np.int32)
+        tile = np.empty(16, dtype=np.int32)
+        images = np.empty((4, dim), dtype=np.float32)
+        # Pairs waiting to be scored: query rows, image rows, query numbers, image numbers.
+        pair_q = np.empty((TILE, dim), dtype=np.float32)
+        pair_im = np.empty((TILE, dim), dtype=np.float32)
+        pair_r = np.empty(TILE, dtype=np.int64)
+        pair_b = np.empty(TILE, dtype=np.int64)
+        errors = np.empty((TILE, TILE), dtype=np.float32)
+        n_pairs = 0
+        ta = tile.ctypes.data
+        q8a = q8.ctypes.data
+        for g in range(b_start, b_end, 4):
+            rb = min(4, b_end - g)
+            i0 = bounds_address + g * width
+            i1 = bounds_address + (g + min(1, rb - 1)) * width
+            i2 = bounds_address + (g + min(2, rb - 1)) * width
+            i3 = bounds_address + (g + min(3, rb - 1)) * width
+            for a in range(0, n_rows, 4):
+                qa = q8a + a * width
+                _bound_tile(qa, qa + width, qa + 2 * width, qa + 3 * width, i0, i1, i2, i3, chunks, ta)
+                for r in range(4):
+                    for c in range(4):
+                        lower[a + r, c] = tile[4 * r + c]
+            converted = False
+            for r in range(n_q):
+                for c in range(rb):
+                    if lower[r, c] > limit[r]:
+                        continue
+                    if not converted:
+                        if half:
+                            bits = numba.carray(_u16_at(address + g * dim * 2), (rb, dim))
+                            for cc in range(rb):
+                                for i in range(dim):
+                                    images[cc, i] = _half_to_float(bits[cc, i])
+                        else:
+                            rows = numba.carray(_f32_at(address + g * dim * 4), (rb, dim))
+                            images[:rb] = rows
+                        converted = True
+                    pair_q[n_pairs, :] = q[r, :]
+                    pair_im[n_pairs, :] = images[c, :]
+                    pair_r[n_pairs] = r
+                    pair_b[n_pairs] = first + g + c
+                    n_pairs += 1
+                    if n_pairs == TILE:
+                        _score_pairs(pair_q, pair_im, pair_r, pair_b, n_pairs, errors, top_err[p], top_idx[p],
+                                     count[p], limit, per_unit)
+                        scored[p] += n_pairs
+                        n_pairs = 0
+        if n_pairs:
+            _score_pairs(pair_q, pair_im, pair_r, pair_b, n_pairs, errors, top_err[p], top_idx[p], count[p],
+                         limit, per_unit)
+            scored[p] += n_pairs
+
+
+@njit(fastmath={"reassoc", "contract"}, inline="always", boundscheck=False, cache=True)
+def _score_pairs(pair_q: np.ndarray, pair_im: np.ndarray, pair_r: np.ndarray, pair_b: np.ndarray, n: int,
+                 errors: np.ndarray, top_err: np.ndarray, top_idx: np.ndarray, count: np.ndarray,
+                 limit: np.ndarray, per_unit: float) -> None:
+    """Score pairs t = 0..n-1 (query row pair_q[t], image row pair_im[t]) on the diagonal of one 4 x 4
+    tile, offer each to its query's heap and tighten that query's limit."""
+    _tile(pair_q, 0, n, pair_im, 0, n, errors, 0)
+    k = top_err.shape[1]
+    for t in range(n):
+        r = pair_r[t]
+        e = errors[t, t]
+        if e != e:
+            e = np.float32(np.inf)
+        held = _push(top_err[r], top_idx[r], count[r], e, pair_b[t])
+        count[r] = held
+        if held == k:
+            # Any part's k-th best so far bounds the final k-th best from above. Parts share
+            # the limit; a lost concurrent update only leaves it larger, which is safe.
+            limit[r] = min(limit[r], _threshold(top_err[r, 0], per_unit))
+
+
+def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress: bool = False,
+                       stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The result of :func:`~order_embedding.kernels.order_topk` (``k`` smallest order-violation errors of
+    each query row of ``s`` over the images ``im``), skipping the images whose lower bound rules them out.
+
+    ``im``: n x d float16 or float32 rows, C-contiguous (e.g. an index's memory map);
+    ``bounds``: their bound rows from :func:`image_levels` with the same ``step``.
+    Both are read block by block. ``stats``, if given, receives the number of pairs
+    scored exactly. Needs :func:`supported`.
+    """
+    if not supported():
+        raise RuntimeError("the bound kernel needs a CPU with AVX-512 BW and VNNI")
+    s = np.asarray(s)
+    if s.ndim != 2 or len(im.shape) != 2 or s.shape[1] != im.shape[1]:
+        raise ValueError(f"queries of shape {s.shape} do not match images of shape {tuple(im.shape)}")
+    n_q, dim = s.shape
+    n_im = im.shape[0]
+    if tuple(bounds.shape) != (n_im, padded_dim(dim)) or bounds.dtype != np.uint8:
+        raise ValueError(f"bounds of shape {tuple(bounds.shape)} ({bounds.dtype}) do not match "
+                         f"{n_im} images of dimension {dim}")
+    if im.dtype not in (np.float16, np.float32):
+        raise ValueError(f"images must be float16 or float32, got {im.dtype}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"the bound step must be a positive number, got {step!r}")
+    k = min(int(k), n_im)
+    if n_q == 0 or dim == 0:
+        return order_topk(s, np.zeros((n_im, dim), np.float32), k)
+    q32 = np.ascontiguousarray(_float32(s, "queries"))
+    per_unit = 1.0 / (step * step * (1.0 - SLACK))
+    errors, indices = [], []
+    scored_total = 0
+    steps = math.ceil(n_q / TOPK_QUERIES) * math.ceil(n_im / BLOCK_ROWS)
+    with tqdm(total=steps, desc="top-k", unit="block", disable=not progress) as bar:
+        for q0 in range(0, n_q, TOPK_QUERIES):
+            queries = q32[q0 : q0 + TOPK_QUERIES]
+            n = len(queries)
+            q8 = query_levels(np.concatenate([queries, np.zeros((-n % 4, dim), np.float32)]), step)
+            start = np.full(n, _INT_MAX, dtype=np.int64)
+            if n_im >= MIN_IMAGES and k <= SAMPLE // 4:
+                # The k-th best over a sample bounds the k-th best over all images from above.
+                sample_err, _ = order_topk(queries, im[:: n_im // SAMPLE], k)
+                start = np.array([_threshold(np.float32(e), per_unit) for e in sample_err[:, -1]], dtype=np.int64)
+            with _threads_for(n * n_im * dim) as threads:
+                n_parts = 2 * threads if n_im >= 2 * threads * 4 else 1
+                top_err = np.full((n_parts, n, k), np.inf, dtype=np.float32)
+                top_idx = np.full((n_parts, n, k), _NO_IMAGE, dtype=np.int64)
+                count = np.zeros((n_parts, n), dtype=np.int64)
+                limit = start
+                scored = np.zeros(n_parts, dtype=np.int64)
+                for b0 in range(0, n_im, BLOCK_ROWS):
+                    b1 = min(b0 + BLOCK_ROWS, n_im)
+                    rows = np.ascontiguousarray(im[b0:b1])
+                    levels = np.ascontiguousarray(bounds[b0:b1])
+                    _bounded_kernel(queries, q8, rows.ctypes.data, rows.dtype == np.float16, levels.ctypes.data,
+                                    b1 - b0, b0, per_unit, top_err, top_idx, count, limit, scored)
+                    _release_pages(im, rows)
+                    _release_pages(bounds, levels)
+                    bar.update()
+                scored_total += int(scored.sum())
+            e, i = _merge_parts(top_err, top_idx, k)
+            errors.append(e)
+            indices.append(i)
+    if stats is not None:
+        stats["scored_pairs"] = scored_total
+        stats["pairs"] = n_q * n_im
+    return np.concatenate(errors), np.concatenate(indices)
+
+
+def write_bounds(im, path: str | os.PathLike, step: float, block: int = BLOCK_ROWS, progress: bool = False) -> None:
+    """Write the bound rows of images ``im`` (any 2-D array-like read in blocks) to an ``.npy`` file."""
+    from .index import NpyWriter
+
+    n, dim = im.shape
+    writer = NpyWriter(path, (n, padded_dim(dim)), np.uint8)
+    for b0 in tqdm(range(0, n, block), desc="bounds", unit="block", disable=not progress):
+        writer.write(image_levels(np.asarray(im[b0 : b0 + block], dtype=np.float32), step))
+    writer.close()
