@@ -1,0 +1,239 @@
+"""The Triton kernels of cuda_kernels, run on CPU tensors through Triton's interpreter and checked against NumPy.
+
+The interpreter is switched on by TRITON_INTERPRET=1, which must be set before Triton
+is imported, so the kernels run in a child process; this process builds the inputs and
+the independent NumPy references.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from order_embedding import cuda_kernels  # noqa: E402
+
+RUN_KERNELS = r"""
+import sys
+import numpy as np
+import torch
+from order_embedding import cuda_kernels as ck
+
+torch.set_num_threads(1)
+inp = dict(np.load(sys.argv[1]))
+out = {}
+t = torch.from_numpy
+
+s, im = inp["s"], inp["im"]
+out["e_float32"] = ck.order_error_matrix_cuda(t(s), t(im)).numpy()
+out["e_float16"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im.astype(np.float16))).numpy()
+out["e_mixed"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im)).numpy()
+sb, imb = t(s).to(torch.bfloat16), t(im).to(torch.bfloat16)
+out["bf16_s"], out["bf16_im"] = sb.float().numpy(), imb.float().numpy()
+out["e_bfloat16"] = ck.order_error_matrix_cuda(sb, imb).numpy()
+out["e_strided"] = ck.order_error_matrix_cuda(t(np.ascontiguousarray(s.T)).t(), t(np.ascontiguousarray(im.T)).t()).numpy()
+out["e_hand"] = ck.order_error_matrix_cuda(t(inp["hand_s"]), t(inp["hand_im"])).numpy()
+out["e_nan"] = ck.order_error_matrix_cuda(t(inp["nan_s"]), t(inp["nan_im"])).numpy()
+out["e_no_dim"] = ck.order_error_matrix_cuda(torch.ones(3, 0), torch.ones(4, 0)).numpy()
+out["e_no_images"] = ck.order_error_matrix_cuda(torch.ones(3, 5), torch.ones(0, 5)).numpy()
+
+qs, qi = inp["grid_s"], inp["grid_im"]
+ck.TOPK_BUFFER_BYTES = 1  # one panel of captions per chunk: several chunks
+for c, config in enumerate(ck.CONFIGS):
+    ck.INTERPRETER_CONFIG = dict(config)
+    out[f"config{c}_e"] = ck.order_error_matrix_cuda(t(s), t(im)).numpy()
+    err, idx = ck.order_topk_cuda(t(qs), t(qi), 7, block=100)
+    out[f"config{c}_topk_err"], out[f"config{c}_topk_idx"] = err.numpy(), idx.numpy()
+ck.INTERPRETER_CONFIG = dict(ck.CONFIGS[0])
+err, idx = ck.order_topk_cuda(t(qs[:6]).half(), t(qi).half(), 1000)
+out["all_err"], out["all_idx"] = err.numpy(), idx.numpy()
+err, idx = ck.order_topk_cuda(t(qs[:4, :0]), t(qi[:, :0]), 3)
+out["no_dim_err"], out["no_dim_idx"] = err.numpy(), idx.numpy()
+np.savez(sys.argv[2], **out)
+"""
+
+WITHOUT_TRITON = r"""
+import json, sys
+sys.modules["triton"] = None  # importing triton now fails
+import torch
+import order_embedding
+from order_embedding import kernels
+from order_embedding import cuda_kernels
+try:
+    cuda_kernels.order_error_matrix_cuda(torch.ones(2, 3), torch.ones(2, 3))
+    message = None
+except RuntimeError as error:
+    message = str(error)
+print(json.dumps({"available": cuda_kernels.available(), "message": message}))
+"""
+
+
+def reference(s: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """The penalty matrix by direct broadcasting in float64."""
+    s, im = np.asarray(s, dtype=np.float64), np.asarray(im, dtype=np.float64)
+    return (np.maximum(s[:, None, :] - im[None, :, :], 0.0) ** 2).sum(-1)
+
+
+def reference_topk(s: np.ndarray, im: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k smallest errors per row in ascending error, ties by lower index, NaN as +inf (exact for grid inputs)."""
+    e = reference(s, im)
+    e[np.isnan(e)] = np.inf
+    index = np.broadcast_to(np.arange(e.shape[1]), e.shape)
+    order = np.lexsort((index, e), axis=1)[:, :k]
+    return np.take_along_axis(e, order, 1), order
+
+
+def grid_values(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Multiples of 1/4 in [-2, 2]: every error of 12-dim rows is exact in float16 inputs and float32 sums."""
+    return (rng.integers(-8, 9, shape) / 4).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    s = rng.standard_normal((37, 70)).astype(np.float32)
+    im = rng.standard_normal((23, 70)).astype(np.float32)
+    nan_s, nan_im = s[:9].copy(), im[:11].copy()
+    nan_s[2, 5] = np.nan
+    nan_im[4, 69] = np.nan
+    grid_s = grid_values(rng, (260, 12))
+    # Images repeat a few distinct rows, so many errors tie within and across blocks.
+    grid_im = grid_values(rng, (40, 12))[rng.integers(0, 40, 300)]
+    grid_s[[3, 150], [0, 11]] = np.nan
+    grid_im[[7, 200], [5, 2]] = np.nan
+    return {
+        "s": s, "im": im, "nan_s": nan_s, "nan_im": nan_im, "grid_s": grid_s, "grid_im": grid_im,
+        # Hand-made: E = [[2, 0, 4], [0, 0, 0], [9, 4, 1]] (worked out below).
+        "hand_s": np.array([[1, 2], [0, 0], [3, -1]], dtype=np.float32),
+        "hand_im": np.array([[0, 1], [1, 2], [2, 0]], dtype=np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def results(inputs: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    folder = tmp_path_factory.mktemp("cuda_kernels")
+    np.savez(folder / "inputs.npz", **inputs)
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", RUN_KERNELS, str(folder / "inputs.npz"), str(folder / "out.npz")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return dict(np.load(folder / "out.npz"))
+
+
+def test_error_matrix_matches_numpy_float32(inputs, results):
+    e = results["e_float32"]
+    assert e.dtype == np.float32 and e.shape == (37, 23)
+    ref = reference(inputs["s"], inputs["im"])
+    np.testing.assert_allclose(e, ref, rtol=2e-5, atol=2e-6 * ref.max())
+
+
+def test_error_matrix_matches_numpy_half_inputs(inputs, results):
+    s16, im16 = inputs["s"].astype(np.float16), inputs["im"].astype(np.float16)
+    for key, s, im in (("e_float16", s16, im16), ("e_mixed", s16, inputs["im"]),
+                       ("e_bfloat16", results["bf16_s"], results["bf16_im"])):
+        ref = reference(s, im)
+        assert results[key].dtype == np.float32
+        np.testing.assert_allclose(results[key], ref, rtol=2e-5, atol=2e-6 * ref.max(), err_msg=key)
+    # The half inputs really differ from float32 ones, so the checks above see the conversion.
+    assert np.abs(results["e_float16"] - results["e_float32"]).max() > 1e-4
+
+
+def test_error_matrix_any_layout(inputs, results):
+    np.testing.assert_array_equal(results["e_strided"], results["e_float32"])
+
+
+def test_error_matrix_hand_made(results):
+    # s0 = (1, 2): vs (0, 1) 1 + 1; vs (1, 2) 0; vs (2, 0) 0 + 4.  s1 = 0 is below everything.
+    # s2 = (3, -1): vs (0, 1) 9 + 0; vs (1, 2) 4 + 0; vs (2, 0) 1 + 0.
+    np.testing.assert_array_equal(results["e_hand"], [[2, 0, 4], [0, 0, 0], [9, 4, 1]])
+
+
+def test_error_matrix_nan(inputs, results):
+    e = results["e_nan"]
+    nan = np.zeros(e.shape, dtype=bool)
+    nan[2, :] = True
+    nan[:, 4] = True
+    np.testing.assert_array_equal(np.isnan(e), nan)
+    ref = reference(inputs["nan_s"], inputs["nan_im"])
+    np.testing.assert_allclose(e[~nan], ref[~nan], rtol=2e-5, atol=2e-6 * ref[~nan].max())
+
+
+def test_error_matrix_empty_shapes(results):
+    np.testing.assert_array_equal(results["e_no_dim"], np.zeros((3, 4)))
+    assert results["e_no_images"].shape == (3, 0)
+
+
+def test_every_autotune_config_computes_the_same(inputs, results):
+    ref = reference(inputs["s"], inputs["im"])
+    for c in range(len(cuda_kernels.CONFIGS)):
+        np.testing.assert_allclose(results[f"config{c}_e"], ref, rtol=2e-5, atol=2e-6 * ref.max(),
+                                   err_msg=f"config {c}")
+
+
+def test_topk_ties_by_lower_index_and_nan_as_inf(inputs, results):
+    ref_err, ref_idx = reference_topk(inputs["grid_s"], inputs["grid_im"], 7)
+    # The data really has ties inside the top 7 and NaN rows.
+    assert (ref_err[:, 1:] == ref_err[:, :-1])[np.isfinite(ref_err[:, 1:])].any()
+    assert np.isinf(ref_err[3]).all() and np.isinf(ref_err[150]).all()
+    for c in range(len(cuda_kernels.CONFIGS)):
+        err, idx = results[f"config{c}_topk_err"], results[f"config{c}_topk_idx"]
+        assert err.dtype == np.float32 and idx.dtype == np.int64 and err.shape == (260, 7)
+        np.testing.assert_array_equal(idx, ref_idx, err_msg=f"config {c}")
+        np.testing.assert_array_equal(err, ref_err, err_msg=f"config {c}")
+    # A NaN caption has only +inf errors: the first 7 images in index order.
+    np.testing.assert_array_equal(results["config0_topk_idx"][3], np.arange(7))
+    # NaN images are never chosen while finite errors remain.
+    assert not np.isin(results["config0_topk_idx"][np.isfinite(ref_err).all(1)], [7, 200]).any()
+
+
+def test_topk_k_beyond_images_sorts_all(inputs, results):
+    s16 = inputs["grid_s"][:6].astype(np.float16)
+    ref_err, ref_idx = reference_topk(s16, inputs["grid_im"].astype(np.float16), 300)
+    assert results["all_idx"].shape == (6, 300)
+    np.testing.assert_array_equal(results["all_idx"], ref_idx)
+    np.testing.assert_array_equal(results["all_err"], ref_err)
+
+
+def test_topk_zero_dimension(results):
+    np.testing.assert_array_equal(results["no_dim_err"], np.zeros((4, 3)))
+    np.testing.assert_array_equal(results["no_dim_idx"], np.tile(np.arange(3), (4, 1)))
+
+
+@pytest.mark.parametrize("s, im, message", [
+    (torch.ones(3, 4), torch.ones(2, 5), "dimension 4 but images have dimension 5"),
+    (torch.ones(3, 4, 1), torch.ones(2, 4), "2-D matrix"),
+    (torch.ones(3, 4, dtype=torch.int32), torch.ones(2, 4), "float16, bfloat16 or float32"),
+    (np.ones((3, 4), dtype=np.float32), torch.ones(2, 4), "torch.Tensor"),
+])
+def test_bad_inputs_raise_one_line_errors(s, im, message):
+    for call in (lambda: cuda_kernels.order_error_matrix_cuda(s, im), lambda: cuda_kernels.order_topk_cuda(s, im, 2)):
+        with pytest.raises(ValueError, match=message) as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("k, block", [(0, 10), (True, 10), (2.0, 10), (2, 0)])
+def test_bad_k_or_block(k, block):
+    with pytest.raises(ValueError, match="k must|block must"):
+        cuda_kernels.order_topk_cuda(torch.ones(3, 4), torch.ones(5, 4), k, block=block)
+
+
+def test_cpu_tensors_without_interpreter_are_refused():
+    assert cuda_kernels.available() == torch.cuda.is_available()
+    with pytest.raises((RuntimeError, ValueError), match="CUDA") as error:
+        cuda_kernels.order_error_matrix_cuda(torch.ones(3, 4), torch.ones(2, 4))
+    assert "\n" not in str(error.value)
+
+
+def test_package_works_without_triton():
+    run = subprocess.run([sys.executable, "-c", WITHOUT_TRITON], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parent)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["available"] is False
+    assert "triton" in report["message"] and "\n" not in report["message"]
