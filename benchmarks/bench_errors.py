@@ -12,7 +12,9 @@ random non-negative unit vectors, fixed seed):
   fraction of it the kernel reaches;
 - the full fold evaluation (error matrix + both directions' ranks and metrics);
 - the streaming top-k over a float16 memmap of many images;
-- peak resident memory after each part; with a CUDA device, the torch broadcast on it.
+- peak resident memory after each part; with a CUDA device, the torch broadcast on it
+  and, where Triton is importable, the Triton kernels (cuda_kernels) on the COCO 5K test
+  shape (25,000 x 5,000 x 1,024) against the GPU's FP32 instruction limit.
 
 Usage: python benchmarks/bench_errors.py [--captions 25000 --images 5000] [--topk-images 1000000]
 """
@@ -187,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cold-compile", action="store_true", help="do not time a compile from an empty cache")
     parser.add_argument("--skip-baseline", action="store_true", help="do not time the torch broadcast")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gpu-captions", type=int, default=25000, help="captions for the CUDA kernels")
+    parser.add_argument("--gpu-images", type=int, default=5000, help="images for the CUDA kernels")
+    parser.add_argument("--gpu-clock-mhz", type=float,
+                        help="GPU clock for its arithmetic limit (default: the device's reported clock_rate)")
     args = parser.parse_args(argv)
 
     threads = len(os.sched_getaffinity(0))
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
             c_wall, _ = timed(run, args.repeats)
             print(f"  chunk {rows:4d} captions: {c_wall:.4f} s")
+        cuda_kernel_part(args)
 
     section("summary")
     print(f"  kernel {k_wall:.3f} s | limit {limit:.3f} s | {k_wall / limit:.2f}x the limit | "
@@ -322,6 +329,74 @@ def torch_baseline(args: argparse.Namespace, s: np.ndarray, im: np.ndarray, thre
           f"{t_pair[1] / k_pair[1]:.1f}x cpu time")
     print(f"  peak RSS after the torch baseline: {peak_rss_mb():.0f} MB")
     return t_pair[0] / k_pair[0], best[1], t_pair[1] / k_pair[1]
+
+
+def gpu_limit(args: argparse.Namespace, elements: int) -> tuple[float | None, str]:
+    """Seconds for ``elements`` x 3 FP32 instructions at one per lane and clock on all SMs, and how it was derived."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    # FP32 lanes per SM: 64 up to compute capability 8.0 (V100, T4, A100), 128 after (A10, L4, H100, B200).
+    lanes = 64 if (props.major, props.minor) <= (8, 0) else 128
+    if args.gpu_clock_mhz:
+        mhz, source = args.gpu_clock_mhz, "--gpu-clock-mhz"
+    elif getattr(props, "clock_rate", 0):
+        mhz, source = props.clock_rate / 1000, "device clock_rate (its maximum clock, kHz)"
+    else:
+        return None, "no clock_rate reported: pass --gpu-clock-mhz for the limit"
+    limit = elements * 3 / (props.multi_processor_count * lanes * mhz * 1e6)
+    return limit, (f"{elements / 1e9:.1f} G elements x 3 instructions / ({props.multi_processor_count} SMs x "
+                   f"{lanes} FP32 lanes x {mhz:.0f} MHz from {source}) = {limit:.4f} s")
+
+
+def cuda_kernel_part(args: argparse.Namespace) -> None:
+    """Time the Triton kernels against the GPU's arithmetic limit and the torch broadcast, same shape and run."""
+    from order_embedding import cuda_kernels
+
+    if not cuda_kernels.available():
+        print("  Triton is not importable: the CUDA kernels are not timed")
+        return
+    n, m, d, k = args.gpu_captions, args.gpu_images, args.dim, 10
+    elements = n * m * d
+    section(f"CUDA Triton kernels: {n} captions x {m} images x {d} dims ({elements / 1e9:.1f} G elements)")
+    rng = np.random.default_rng(args.seed + 3)
+    sc, ic = torch.from_numpy(unit_rows(rng, n, d)).cuda(), torch.from_numpy(unit_rows(rng, m, d)).cuda()
+    sh, ih = sc.half(), ic.half()
+    limit, how = gpu_limit(args, elements)
+    print(f"  arithmetic limit: {how}")
+
+    def synced(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            torch.cuda.synchronize()
+        return run
+
+    # The warm-up call compiles and autotunes; the timed runs follow.
+    results = {}
+    for label, fn in (("order_error_matrix_cuda float32", lambda: cuda_kernels.order_error_matrix_cuda(sc, ic)),
+                      ("order_error_matrix_cuda float16 inputs",
+                       lambda: cuda_kernels.order_error_matrix_cuda(sh, ih)),
+                      (f"order_topk_cuda k={k}", lambda: cuda_kernels.order_topk_cuda(sc, ic, k))):
+        wall, _ = timed(synced(fn), args.repeats)
+        results[label] = wall
+        at_limit = (f", {limit / wall:.0%} of the limit ({wall / limit:.2f}x the limit)" if limit else "")
+        print(f"  {label}: {wall:.4f} s, {elements / wall / 1e9:.0f} G elements/s{at_limit}")
+    best = (float("inf"), 0)
+    for rows in (32, 128):
+        wall, _ = timed(synced(lambda: torch_broadcast(sc, ic, rows, "preallocated")), min(3, args.repeats))
+        print(f"  torch broadcast (preallocated, chunk {rows} captions): {wall:.4f} s")
+        best = min(best, (wall, rows))
+    for label, wall in results.items():
+        print(f"  {label}: speed-up over the best torch broadcast (chunk {best[1]}): {best[0] / wall:.1f}x")
+    errors = cuda_kernels.order_error_matrix_cuda(sc, ic)
+    few = min(n, 64)
+    reference = torch_broadcast(sc[:few], ic, 8, "preallocated")
+    deviation = ((errors[:few] - reference).abs().max() / reference.abs().max()).item()
+    print(f"  error matrix: max relative deviation from the torch broadcast (first {few} captions) {deviation:.1e}")
+    few = min(n, 256)
+    top_err, top_idx = cuda_kernels.order_topk_cuda(sc[:few], ic, k)
+    sorted_err, sorted_idx = torch.sort(errors[:few], dim=1, stable=True)
+    same = torch.equal(top_idx, sorted_idx[:, :k]) and torch.equal(top_err, sorted_err[:, :k])
+    print(f"  top-{k} {'equals' if same else 'DIFFERS FROM'} the stable sort of the error matrix "
+          f"(first {few} captions)")
 
 
 def topk_part(args: argparse.Namespace, peak: float) -> None:
