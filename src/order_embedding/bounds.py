@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 from tqdm import tqdm
 
 from .kernels import (_NO_IMAGE, TILE, TOPK_QUERIES, _float32, _half_to_float, _merge_parts, _push,
-                      _release_pages, _threads_for, _tile, _u16_at, _f32_at, order_topk)
+                      _release_pages, _threads_for, _tile_rows, _u16_at, _f32_at, order_topk)
 
 #: Largest stored level: differences stay in 0..127, the signed operand range of VNNI.
 LEVELS = 127
@@ -42,6 +42,8 @@ CHUNK = 64
 QUANTILE = 0.9999
 #: Relative slack between the bound and float32 errors (float32 sums of 1,024 terms err by ~1e-5).
 SLACK = 1e-4
+#: Largest dimension whose integer bound cannot overflow int32.
+MAX_DIM = (2**31 - 1) // (LEVELS * LEVELS) // CHUNK * CHUNK
 #: Images whose bounds are streamed per kernel call.
 BLOCK_ROWS = 65536
 #: Images scored exactly, evenly spaced, to start every query with a finite threshold.
@@ -51,7 +53,7 @@ MIN_IMAGES = 4 * SAMPLE
 
 _I8x64 = ir.VectorType(ir.IntType(8), CHUNK)
 _I32x16 = ir.VectorType(ir.IntType(32), 16)
-_INT_MAX = np.int64(2**62)
+_NO_LIMIT = np.int32(2**31 - 1)
 
 
 def supported() -> bool:
@@ -100,10 +102,14 @@ def query_levels(s: np.ndarray, step: float) -> np.ndarray:
 
 
 @intrinsic
-def _bound_tile(typingctx, q0, q1, q2, q3, i0, i1, i2, i3, chunks, out):
-    """Integer bounds of 4 query rows x 4 image rows (byte addresses) over ``chunks`` x 64 bytes,
-    written as 16 int32 to the address ``out`` (query-major)."""
-    sig = types.void(*([types.intp] * 10))
+def _bound_tile(typingctx, q0, q1, q2, q3, i0, i1, i2, i3, chunks, out, limits):
+    """Integer bounds of 4 query rows x 4 image rows (byte addresses) over ``chunks`` x 64 bytes.
+
+    The 16 bounds are written as int32 to the address ``out`` (query-major); the
+    result has bit 4 r + c set where bound (r, c) is at most the query's limit (int32
+    at ``limits`` + 4 r).
+    """
+    sig = types.int64(*([types.intp] * 11))
 
     def codegen(context, builder, signature, args):
         module = builder.module
@@ -111,8 +117,6 @@ def _bound_tile(typingctx, q0, q1, q2, q3, i0, i1, i2, i3, chunks, out):
                                               "llvm.usub.sat.v64i8")
         dot = cgutils.get_or_insert_function(module, ir.FunctionType(_I32x16, [_I32x16] * 3),
                                              "llvm.x86.avx512.vpdpbusd.512")
-        total = cgutils.get_or_insert_function(module, ir.FunctionType(ir.IntType(32), [_I32x16]),
-                                               "llvm.vector.reduce.add.v16i32")
         rows = [builder.inttoptr(a, _I8x64.as_pointer()) for a in args[:8]]
         n = args[8]
         entry = builder.basic_block
@@ -143,10 +147,24 @@ def _bound_tile(typingctx, q0, q1, q2, q3, i0, i1, i2, i3, chunks, out):
         for phi, value in zip(acc, new):
             phi.add_incoming(value, body)
         builder.position_at_end(done)
-        out = builder.inttoptr(args[9], ir.IntType(32).as_pointer())
-        for j in range(16):
-            builder.store(builder.call(total, [acc[j]]), builder.gep(out, [ir.Constant(ir.IntType(64), j)]))
-        return context.get_dummy_value()
+        # Sum each accumulator's lanes by halving rounds of (even lanes + odd lanes) over pairs of
+        # accumulators, which leaves the 16 totals in one vector, in accumulator order.
+        i32 = ir.IntType(32)
+        even = ir.Constant(_I32x16, [ir.Constant(i32, 2 * j) for j in range(16)])
+        odd = ir.Constant(_I32x16, [ir.Constant(i32, 2 * j + 1) for j in range(16)])
+        level = list(acc)
+        while len(level) > 1:
+            level = [builder.add(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
+                     for a, b in zip(level[::2], level[1::2])]
+        total = level[0]
+        builder.store(total, builder.inttoptr(args[9], _I32x16.as_pointer()), align=4)
+        four = ir.VectorType(i32, 4)
+        limit4 = builder.load(builder.inttoptr(args[10], four.as_pointer()), align=4)
+        spread = ir.Constant(_I32x16, [ir.Constant(i32, j // 4) for j in range(16)])
+        limit16 = builder.shuffle_vector(limit4, limit4, spread)
+        within = builder.icmp_signed("<=", total, limit16)
+        mask = builder.bitcast(within, ir.IntType(16))
+        return builder.zext(mask, ir.IntType(64))
 
     return sig, codegen
 
@@ -157,6 +175,7 @@ def bound_matrix(s8: np.ndarray, im8: np.ndarray) -> np.ndarray:
     n, m, width = s8.shape[0], im8.shape[0], s8.shape[1]
     out = np.empty((n, m), dtype=np.int32)
     tile = np.empty(16, dtype=np.int32)
+    no_limit = np.zeros(4, dtype=np.int32)
     sa, ia, ta = s8.ctypes.data, im8.ctypes.data, tile.ctypes.data
     for a in range(0, n, 4):
         ra = min(4, n - a)
@@ -164,7 +183,8 @@ def bound_matrix(s8: np.ndarray, im8: np.ndarray) -> np.ndarray:
             rb = min(4, m - b)
             _bound_tile(sa + a * width, sa + (a + min(1, ra - 1)) * width, sa + (a + min(2, ra - 1)) * width,
                         sa + (a + min(3, ra - 1)) * width, ia + b * width, ia + (b + min(1, rb - 1)) * width,
-                        ia + (b + min(2, rb - 1)) * width, ia + (b + min(3, rb - 1)) * width, width // 64, ta)
+                        ia + (b + min(2, rb - 1)) * width, ia + (b + min(3, rb - 1)) * width, width // 64, ta,
+                        no_limit.ctypes.data)
             for r in range(ra):
                 for c in range(rb):
                     out[a + r, b + c] = tile[4 * r + c]
@@ -172,12 +192,12 @@ def bound_matrix(s8: np.ndarray, im8: np.ndarray) -> np.ndarray:
 
 
 @njit(inline="always", cache=True)
-def _threshold(e: np.float32, per_unit: float) -> np.int64:
+def _threshold(e: np.float32, per_unit: float) -> np.int32:
     """Largest integer bound that a pair with error ``e`` or less can have (with the slack)."""
     if not e < np.inf:
-        return _INT_MAX
+        return _NO_LIMIT
     t = math.floor(e * per_unit)
-    return np.int64(t) if t < _INT_MAX else _INT_MAX
+    return np.int32(t) if t < _NO_LIMIT else _NO_LIMIT
 
 
 @njit(fastmath={"reassoc", "contract"}, parallel=True, boundscheck=False, cache=True)
@@ -188,8 +208,9 @@ def _bounded_kernel(q: np.ndarray, q8: np.ndarray, address: int, half: bool, bou
 
     q: float32 queries; q8: their bound rows, row count a multiple of 4. address:
     the image block (float16 bits if half, else float32); bounds_address: its bound
-    rows. limit[r]: the largest integer bound that can still enter query r's
-    top-k, shared by the parts. scored[p] counts the pairs scored exactly.
+    rows. limit[r] (int32, one entry per q8 row, -1 for padding rows): the largest
+    integer bound that can still enter query r's top-k, shared by the parts.
+    scored[p] counts the pairs part p scored exactly.
     """
     n_parts, n_q, k = top_err.shape[0], top_err.shape[1], top_err.shape[2]
     dim = q.shape[1]
@@ -199,80 +220,85 @@ def _bounded_kernel(q: np.ndarray, q8: np.ndarray, address: int, half: bool, bou
     for p in prange(n_parts):
         b_start = p * n_images // n_parts
         b_end = (p + 1) * n_images // n_parts
-        lower = np.empty((n_rows, 4), dtype=np.int32)
         tile = np.empty(16, dtype=np.int32)
         images = np.empty((4, dim), dtype=np.float32)
-        # Pairs waiting to be scored: query rows, image rows, query numbers, image numbers.
-        pair_q = np.empty((TILE, dim), dtype=np.float32)
-        pair_im = np.empty((TILE, dim), dtype=np.float32)
         pair_r = np.empty(TILE, dtype=np.int64)
-        pair_b = np.empty(TILE, dtype=np.int64)
-        errors = np.empty((TILE, TILE), dtype=np.float32)
-        n_pairs = 0
+        pair_c = np.empty(TILE, dtype=np.int64)
         ta = tile.ctypes.data
         q8a = q8.ctypes.data
+        la = limit.ctypes.data
         for g in range(b_start, b_end, 4):
             rb = min(4, b_end - g)
             i0 = bounds_address + g * width
             i1 = bounds_address + (g + min(1, rb - 1)) * width
             i2 = bounds_address + (g + min(2, rb - 1)) * width
             i3 = bounds_address + (g + min(3, rb - 1)) * width
+            n_pairs = 0
+            block = images[:rb]
+            converted = False
             for a in range(0, n_rows, 4):
                 qa = q8a + a * width
-                _bound_tile(qa, qa + width, qa + 2 * width, qa + 3 * width, i0, i1, i2, i3, chunks, ta)
-                for r in range(4):
-                    for c in range(4):
-                        lower[a + r, c] = tile[4 * r + c]
-            converted = False
-            for r in range(n_q):
-                for c in range(rb):
-                    if lower[r, c] > limit[r]:
+                mask = _bound_tile(qa, qa + width, qa + 2 * width, qa + 3 * width, i0, i1, i2, i3, chunks, ta,
+                                   la + a * 4)
+                while mask:
+                    j = 0
+                    while not (mask >> j) & 1:
+                        j += 1
+                    mask &= mask - 1
+                    if j % 4 >= rb:
                         continue
                     if not converted:
                         if half:
                             bits = numba.carray(_u16_at(address + g * dim * 2), (rb, dim))
-                            for cc in range(rb):
+                            for c in range(rb):
                                 for i in range(dim):
-                                    images[cc, i] = _half_to_float(bits[cc, i])
+                                    images[c, i] = _half_to_float(bits[c, i])
                         else:
-                            rows = numba.carray(_f32_at(address + g * dim * 4), (rb, dim))
-                            images[:rb] = rows
+                            block = numba.carray(_f32_at(address + g * dim * 4), (rb, dim))
                         converted = True
-                    pair_q[n_pairs, :] = q[r, :]
-                    pair_im[n_pairs, :] = images[c, :]
-                    pair_r[n_pairs] = r
-                    pair_b[n_pairs] = first + g + c
+                    pair_r[n_pairs] = a + j // 4
+                    pair_c[n_pairs] = j % 4
                     n_pairs += 1
                     if n_pairs == TILE:
-                        _score_pairs(pair_q, pair_im, pair_r, pair_b, n_pairs, errors, top_err[p], top_idx[p],
+                        _score_pairs(q, block, pair_r, pair_c, n_pairs, first + g, top_err[p], top_idx[p],
                                      count[p], limit, per_unit)
                         scored[p] += n_pairs
                         n_pairs = 0
-        if n_pairs:
-            _score_pairs(pair_q, pair_im, pair_r, pair_b, n_pairs, errors, top_err[p], top_idx[p], count[p],
-                         limit, per_unit)
-            scored[p] += n_pairs
+            if n_pairs:
+                _score_pairs(q, block, pair_r, pair_c, n_pairs, first + g, top_err[p], top_idx[p], count[p],
+                             limit, per_unit)
+                scored[p] += n_pairs
 
 
 @njit(fastmath={"reassoc", "contract"}, inline="always", boundscheck=False, cache=True)
-def _score_pairs(pair_q: np.ndarray, pair_im: np.ndarray, pair_r: np.ndarray, pair_b: np.ndarray, n: int,
-                 errors: np.ndarray, top_err: np.ndarray, top_idx: np.ndarray, count: np.ndarray,
-                 limit: np.ndarray, per_unit: float) -> None:
-    """Score pairs t = 0..n-1 (query row pair_q[t], image row pair_im[t]) on the diagonal of one 4 x 4
-    tile, offer each to its query's heap and tighten that query's limit."""
-    _tile(pair_q, 0, n, pair_im, 0, n, errors, 0)
+def _score_pairs(q: np.ndarray, images: np.ndarray, pair_r: np.ndarray, pair_c: np.ndarray, n: int, first: int,
+                 top_err: np.ndarray, top_idx: np.ndarray, count: np.ndarray, limit: np.ndarray,
+                 per_unit: float) -> None:
+    """Score pairs t = 0..n-1 (query row pair_r[t], image row pair_c[t] numbered first + pair_c[t]) as the
+    diagonal of one 4 x 4 tile, offer each to its query's heap and tighten that query's limit."""
+    last = n - 1
+    diagonal = _tile_rows(q, pair_r[0], pair_r[min(1, last)], pair_r[min(2, last)], pair_r[min(3, last)],
+                          images, pair_c[0], pair_c[min(1, last)], pair_c[min(2, last)], pair_c[min(3, last)])
     k = top_err.shape[1]
     for t in range(n):
         r = pair_r[t]
-        e = errors[t, t]
+        e = diagonal[5 * t]
         if e != e:
             e = np.float32(np.inf)
-        held = _push(top_err[r], top_idx[r], count[r], e, pair_b[t])
+        held = _push(top_err[r], top_idx[r], count[r], e, first + pair_c[t])
         count[r] = held
         if held == k:
             # Any part's k-th best so far bounds the final k-th best from above. Parts share
             # the limit; a lost concurrent update only leaves it larger, which is safe.
             limit[r] = min(limit[r], _threshold(top_err[r, 0], per_unit))
+
+
+def _sample_rows(im, n_rows: int, pieces: int = 16) -> np.ndarray:
+    """About ``n_rows`` rows of ``im`` as float32: ``pieces`` contiguous runs spread evenly over it."""
+    n = im.shape[0]
+    run = max(1, n_rows // pieces)
+    starts = np.linspace(0, n - run, pieces).astype(np.int64)
+    return np.concatenate([_float32(np.ascontiguousarray(im[s0 : s0 + run]), "images") for s0 in starts])
 
 
 def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress: bool = False,
@@ -297,6 +323,8 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
                          f"{n_im} images of dimension {dim}")
     if im.dtype not in (np.float16, np.float32):
         raise ValueError(f"images must be float16 or float32, got {im.dtype}")
+    if padded_dim(dim) > MAX_DIM:
+        raise ValueError(f"the bound kernel handles dimensions up to {MAX_DIM}, got {dim}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if not (math.isfinite(step) and step > 0):
@@ -306,6 +334,7 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
         return order_topk(s, np.zeros((n_im, dim), np.float32), k)
     q32 = np.ascontiguousarray(_float32(s, "queries"))
     per_unit = 1.0 / (step * step * (1.0 - SLACK))
+    sample = _sample_rows(im, SAMPLE) if n_im >= MIN_IMAGES and k <= SAMPLE // 4 else None
     errors, indices = [], []
     scored_total = 0
     steps = math.ceil(n_q / TOPK_QUERIES) * math.ceil(n_im / BLOCK_ROWS)
@@ -314,17 +343,17 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
             queries = q32[q0 : q0 + TOPK_QUERIES]
             n = len(queries)
             q8 = query_levels(np.concatenate([queries, np.zeros((-n % 4, dim), np.float32)]), step)
-            start = np.full(n, _INT_MAX, dtype=np.int64)
-            if n_im >= MIN_IMAGES and k <= SAMPLE // 4:
-                # The k-th best over a sample bounds the k-th best over all images from above.
-                sample_err, _ = order_topk(queries, im[:: n_im // SAMPLE], k)
-                start = np.array([_threshold(np.float32(e), per_unit) for e in sample_err[:, -1]], dtype=np.int64)
+            limit = np.full(len(q8), -1, dtype=np.int32)
+            limit[:n] = _NO_LIMIT
+            if sample is not None:
+                # The k-th best over some of the images bounds the k-th best over all from above.
+                sample_err, _ = order_topk(queries, sample, k)
+                limit[:n] = [_threshold(np.float32(e), per_unit) for e in sample_err[:, -1]]
             with _threads_for(n * n_im * dim) as threads:
                 n_parts = 2 * threads if n_im >= 2 * threads * 4 else 1
                 top_err = np.full((n_parts, n, k), np.inf, dtype=np.float32)
                 top_idx = np.full((n_parts, n, k), _NO_IMAGE, dtype=np.int64)
                 count = np.zeros((n_parts, n), dtype=np.int64)
-                limit = start
                 scored = np.zeros(n_parts, dtype=np.int64)
                 for b0 in range(0, n_im, BLOCK_ROWS):
                     b1 = min(b0 + BLOCK_ROWS, n_im)

@@ -331,9 +331,9 @@ class Index:
 
     def bounded(self) -> bool:
         """Whether exact search here skips images through the stored lower bounds (needs AVX-512 VNNI)."""
-        from .bounds import supported
+        from .bounds import MAX_DIM, supported
 
-        return "bounds" in self.meta and supported()
+        return "bounds" in self.meta and self.meta["dim"] <= MAX_DIM and supported()
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, approximate: bool = False,
                        candidates: int = 1000, nprobe: int = 32, bounds: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -79,27 +79,22 @@ _u16_at = _pointer_intrinsic(types.uint16)
 
 
 @njit(fastmath=_FASTMATH, inline="always", boundscheck=False, cache=True)
-def _tile(s: np.ndarray, a: int, ra: int, im: np.ndarray, b: int, rb: int, out: np.ndarray, ob: int) -> None:
-    """Penalties of captions a..a+ra-1 against images b..b+rb-1 (1 <= ra, rb <= 4), written to out[a.., ob..].
+def _tile_rows(s: np.ndarray, a0: int, a1: int, a2: int, a3: int, im: np.ndarray, b0: int, b1: int, b2: int,
+               b3: int) -> tuple:
+    """Penalties of caption rows a0..a3 against image rows b0..b3, as 16 float32 (caption-major).
 
-    Always 4 x 4 pairs are summed (missing rows repeat the last one and are not
-    written), so every entry, wherever it lies, is the same sequence of operations.
+    Every one of the 16 sums is the same sequence of operations, so a pair's penalty
+    does not depend on the rows it is computed beside.
     """
     z = np.float32(0)
-    a1 = a + min(1, ra - 1)
-    a2 = a + min(2, ra - 1)
-    a3 = a + min(3, ra - 1)
-    b1 = b + min(1, rb - 1)
-    b2 = b + min(2, rb - 1)
-    b3 = b + min(3, rb - 1)
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
     c02 = c03 = c12 = c13 = c22 = c23 = c32 = c33 = z
     for i in range(s.shape[1]):
-        x0 = s[a, i]
+        x0 = s[a0, i]
         x1 = s[a1, i]
         x2 = s[a2, i]
         x3 = s[a3, i]
-        y0 = im[b, i]
+        y0 = im[b0, i]
         y1 = im[b1, i]
         y2 = im[b2, i]
         y3 = im[b3, i]
@@ -167,6 +162,20 @@ def _tile(s: np.ndarray, a: int, ra: int, im: np.ndarray, b: int, rb: int, out: 
         if d < 0:
             d = z
         c33 += d * d
+    return (c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33)
+
+
+@njit(fastmath=_FASTMATH, inline="always", boundscheck=False, cache=True)
+def _tile(s: np.ndarray, a: int, ra: int, im: np.ndarray, b: int, rb: int, out: np.ndarray, ob: int) -> None:
+    """Penalties of captions a..a+ra-1 against images b..b+rb-1 (1 <= ra, rb <= 4), written to out[a.., ob..].
+
+    Always 4 x 4 pairs are summed (missing rows repeat the last one and are not
+    written), so every entry, wherever it lies, is the same sequence of operations.
+    """
+    (c00, c01, c02, c03, c10, c11, c12, c13,
+     c20, c21, c22, c23, c30, c31, c32, c33) = _tile_rows(s, a, a + min(1, ra - 1), a + min(2, ra - 1),
+                                                          a + min(3, ra - 1), im, b, b + min(1, rb - 1),
+                                                          b + min(2, rb - 1), b + min(3, rb - 1))
     out[a, ob] = c00
     if rb > 1:
         out[a, ob + 1] = c01
