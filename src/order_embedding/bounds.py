@@ -71,23 +71,41 @@ def padded_dim(dim: int) -> int:
 
 def bound_step(sample: np.ndarray) -> float:
     """The step ``delta`` for images like ``sample``: its 99.99th-percentile coordinate over 127."""
-    x = np.asarray(sample, dtype=np.float64)
+    x = _float32(np.asarray(sample), "sample").ravel()
     x = x[np.isfinite(x) & (x > 0)]
     if x.size == 0:
         return 1.0
-    top = float(np.quantile(x, QUANTILE))
-    return top / LEVELS if top > 0 else float(x.max()) / LEVELS
+    return float(np.quantile(x, QUANTILE)) / LEVELS
+
+
+#: Rows converted at once by the level functions (bounded working memory).
+LEVEL_ROWS = 8192
+#: Margin for float32 rounding of ``x / step`` (at most 127 * 2**-23 off); it only loosens the bound.
+_ROUNDING = np.float32(1e-4)
 
 
 def _levels(x: np.ndarray, step: float, up: bool) -> np.ndarray:
-    """Rows of ``x`` as bytes ``ceil`` (up) or ``floor`` of ``x / step``, clipped to 0..127, padded to 64."""
-    x = np.asarray(x, dtype=np.float64)
-    scaled = x / step
-    # A hair of rounding in the division never makes the bound unsafe: images move up, queries down.
-    scaled = np.ceil(scaled - 1e-9) if up else np.floor(scaled + 1e-9)
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=LEVELS, neginf=0.0)
-    out = np.zeros((x.shape[0], padded_dim(x.shape[1])), dtype=np.uint8)
-    out[:, : x.shape[1]] = np.clip(scaled, 0, LEVELS)
+    """Rows of ``x`` as bytes ``ceil`` (up) or ``floor`` of ``x / step``, clipped to 0..127, padded to 64.
+
+    Images round up and queries down even where float32 rounding of the division
+    lands on the other side of a level, so the bound stays a bound.
+    """
+    x = np.asarray(x)
+    n, dim = x.shape
+    out = np.zeros((n, padded_dim(dim)), dtype=np.uint8)
+    scale = np.float32(1.0 / step)
+    for r0 in range(0, n, LEVEL_ROWS):
+        v = _float32(x[r0 : r0 + LEVEL_ROWS], "rows")
+        v = np.multiply(v, scale, out=np.empty_like(v))
+        if up:
+            v += _ROUNDING
+            np.ceil(v, out=v)
+        else:
+            v -= _ROUNDING
+            np.floor(v, out=v)
+        np.nan_to_num(v, copy=False, nan=0.0, posinf=LEVELS, neginf=0.0)
+        np.clip(v, 0, LEVELS, out=v)
+        out[r0 : r0 + LEVEL_ROWS, :dim] = v
     return out
 
 
@@ -374,12 +392,13 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
     return np.concatenate(errors), np.concatenate(indices)
 
 
-def write_bounds(im, path: str | os.PathLike, step: float, block: int = BLOCK_ROWS, progress: bool = False) -> None:
-    """Write the bound rows of images ``im`` (any 2-D array-like read in blocks) to an ``.npy`` file."""
+def write_bounds(im, path: str | os.PathLike, step: float, block: int = 4 * LEVEL_ROWS,
+                 progress: bool = False) -> None:
+    """Write the bound rows of images ``im`` (any 2-D array-like, read in blocks) to an ``.npy`` file."""
     from .index import NpyWriter
 
     n, dim = im.shape
     writer = NpyWriter(path, (n, padded_dim(dim)), np.uint8)
     for b0 in tqdm(range(0, n, block), desc="bounds", unit="block", disable=not progress):
-        writer.write(image_levels(np.asarray(im[b0 : b0 + block], dtype=np.float32), step))
+        writer.write(image_levels(np.asarray(im[b0 : b0 + block]), step))
     writer.close()

@@ -210,7 +210,7 @@ def _write_bounds(folder: Path, verbose: bool) -> dict:
     rows = NpyRows(folder / EMBEDDINGS)
     try:
         n = len(rows)
-        stride = max(1, n // (4 * SAMPLE))
+        stride = max(1, n // SAMPLE)
         sample = np.concatenate([rows[i : i + 1] for i in range(0, n, stride)]) if n else np.zeros((0, 1))
         step = bound_step(sample)
         tmp = folder / f".{BOUNDS}.tmp"

@@ -42,7 +42,8 @@ def run_build(args: argparse.Namespace) -> int:
     if args.ann:
         build_ann(out, kind=args.ann, nlist=args.nlist, verbose=True)
     index = Index(out)
-    print(f"{out}: {len(index)} images x {index.meta['dim']} {index.meta['dtype']} ({index.method})")
+    bounded = ", 7-bit bounds for exact search" if "bounds" in index.meta else ""
+    print(f"{out}: {len(index)} images x {index.meta['dim']} {index.meta['dtype']} ({index.method}{bounded})")
     return 0
 
 
