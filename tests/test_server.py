@@ -24,7 +24,7 @@ from order_embedding.api import encode_images, encode_sentences, load_model
 from order_embedding.cli import build_parser
 from order_embedding.data import load_split
 from order_embedding.server import create_app
-from order_embedding.server.store import MAX_K, MAX_QUERY_CHARS
+from order_embedding.server.store import MAX_K, MAX_QUERY_CHARS, RunStore
 from order_embedding.train import trainer
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230), "yellow": (235, 215, 40)}
@@ -302,6 +302,26 @@ def test_search_cache_follows_a_new_checkpoint(ws, tmp_path):
     errors = numpy_errors("order", encode_sentences(model, ["a blue dot"]), encode_images(model, split.features))[0]
     assert_top(errors, [r["image"] for r in after], [r["error"] for r in after], 4)
     assert [r["error"] for r in after] != [r["error"] for r in before]
+
+
+def test_least_recently_used_models_are_dropped(ws, tmp_path):
+    store = RunStore(ws["runs"], data_dir=ws["data"], max_models=1, max_splits=1)
+    order = store.model("order")
+    assert store.search_text("order", "test", "a red dot", 3)["results"]
+    store.search_text("symmetric", "test", "a red dot", 3)
+    assert list(store._models) == ["symmetric"]  # order and its embeddings were dropped
+    assert store.model("order") is not order  # and come back when asked for
+    assert list(store._models) == ["order"] and len(store._splits) == 1
+    for name in "abc":
+        shutil.copytree(ws["runs"] / "order", tmp_path / name)
+    two = RunStore(tmp_path, data_dir=ws["data"], max_models=2)
+    a = two.model("a")
+    two.model("b")
+    assert two.model("a") is a  # a hit makes a the most recently used...
+    two.model("c")
+    assert list(two._models) == ["a", "c"]  # ...so b goes first
+    with pytest.raises(ValueError, match="max_models"):
+        RunStore(ws["runs"], max_models=0)
 
 
 def test_images_are_served_only_from_under_the_root(ws, tmp_path):

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--device", default="cpu", help="torch device for encoding (default: cpu)")
+    p.add_argument("--max-models", type=int, default=4, metavar="N",
+                   help="run models (with their embeddings) kept loaded; the least recently used go first (default: 4)")
     p.set_defaults(func=run)
 
 
@@ -25,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the server needs the 'serve' extra (pip install 'order-embedding[serve]'): {e}") from None
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    app = create_app(args.runs_dir, data_dir=args.data, image_root=args.images, device=args.device)
+    if args.max_models < 1:
+        raise ValueError(f"--max-models must be at least 1, got {args.max_models}")
+    app = create_app(args.runs_dir, data_dir=args.data, image_root=args.images, device=args.device,
+                     max_models=args.max_models)
     print(f"serving {args.runs_dir} on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
     return 0

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import runs
-from .store import MAX_K, MAX_QUERY_CHARS, NotFound, RunStore, Unavailable, safe_path
+from .store import MAX_K, MAX_MODELS, MAX_QUERY_CHARS, NotFound, RunStore, Unavailable, safe_path
 
 STATIC = Path(__file__).parent / "static"
 #: Most queries one browser page lists.
@@ -29,10 +29,12 @@ def placeholder_svg(label: str) -> str:
 
 
 def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-               image_root: str | os.PathLike | None = None, device: str = "cpu") -> FastAPI:
-    """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets and
-    ``image_root`` is the folder image files are read from (nothing outside it is served)."""
-    store = RunStore(runs_dir, data_dir, image_root, device)
+               image_root: str | os.PathLike | None = None, device: str = "cpu",
+               max_models: int = MAX_MODELS) -> FastAPI:
+    """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets,
+    ``image_root`` is the folder image files are read from (nothing outside it is served) and
+    at most ``max_models`` run models stay loaded."""
+    store = RunStore(runs_dir, data_dir, image_root, device, max_models=max_models)
     app = FastAPI(title="order-embedding runs", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
     app.state.store = store
 

@@ -3,7 +3,9 @@
 Everything is read from the run folders on demand. Summaries and logs are re-read on
 every request (runs change while they train); loaded models, split embeddings and
 retrieval lists are cached per run and split, and dropped when the run's
-``model.safetensors`` changes.
+``model.safetensors`` changes. At most ``max_models`` models (with their
+embeddings) and ``max_splits`` data splits stay loaded; the least recently used
+ones are dropped first.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 import os
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +36,10 @@ TOP_K = 10
 SHOWN_OPTIONS = ("method", "dim", "dim_word", "dim_image", "margin", "lrate", "batch_size", "max_epochs",
                  "max_violation", "backbone", "encoder", "abs", "data", "cnn")
 METRIC_KEYS = ("R@1", "R@5", "R@10", "medr", "meanr")
+#: Run models (with their split embeddings) kept loaded by default.
+MAX_MODELS = 4
+#: Data splits kept loaded by default.
+MAX_SPLITS = 8
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PUNCTUATION = ".,;:!?\"'()"
 
@@ -122,7 +129,10 @@ class RunStore:
     """Runs under ``runs_dir`` and their data, as the web app sees them."""
 
     def __init__(self, runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                 image_root: str | os.PathLike | None = None, device: str = "cpu") -> None:
+                 image_root: str | os.PathLike | None = None, device: str = "cpu", max_models: int = MAX_MODELS,
+                 max_splits: int = MAX_SPLITS) -> None:
+        if max_models < 1 or max_splits < 1:
+            raise ValueError(f"max_models and max_splits must be at least 1, got {max_models} and {max_splits}")
         self.runs_dir = Path(runs_dir)
         if not self.runs_dir.is_dir():
             raise ValueError(f"{self.runs_dir}: runs folder not found")
@@ -133,10 +143,12 @@ class RunStore:
         if self.image_root is not None and not self.image_root.is_dir():
             raise ValueError(f"{image_root}: image root is not a folder")
         self.device = device
+        self.max_models = max_models
+        self.max_splits = max_splits
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
-        self._models: dict[str, _Cached] = {}
-        self._splits: dict[tuple[str, str, str | None, str], tuple[Any, Split]] = {}
+        self._models: OrderedDict[str, _Cached] = OrderedDict()
+        self._splits: OrderedDict[tuple[str, str, str | None, str], tuple[Any, Split]] = OrderedDict()
 
     # ------------------------------------------------------------------ runs
 
@@ -217,6 +229,22 @@ class RunStore:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
+    def _remember(self, cache: OrderedDict, key: Any, value: Any, limit: int) -> None:
+        """Store ``value`` as the most recently used entry of ``cache``, dropping the oldest beyond ``limit``."""
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > limit:
+                cache.popitem(last=False)
+
+    def _recall(self, cache: OrderedDict, key: Any) -> Any:
+        """The entry of ``cache`` under ``key`` (marked most recently used), or None."""
+        with self._lock:
+            value = cache.get(key)
+            if value is not None:
+                cache.move_to_end(key)
+            return value
+
     def model(self, run_id: str) -> _Cached:
         """The run's loaded model, reloaded (and its caches dropped) when its checkpoint changes."""
         run_dir = self.run_dir(run_id)
@@ -227,10 +255,10 @@ class RunStore:
             stamp = (_mtime(run_dir / runs.BEST), _mtime(run_dir / runs.CONFIG), _mtime(run_dir / runs.VOCAB))
             if stamp[0] is None:
                 raise Unavailable(f"run {run_id!r} has no {runs.BEST} yet")
-            cached = self._models.get(run_id)
+            cached = self._recall(self._models, run_id)
             if cached is None or cached.stamp != stamp:
                 cached = _Cached(stamp, load_model(run_dir, device=self.device))
-                self._models[run_id] = cached
+                self._remember(self._models, run_id, cached, self.max_models)
             return cached
 
     def split(self, run_id: str, name: str) -> Split:
@@ -254,14 +282,14 @@ class RunStore:
         key = (str(data_dir.resolve()), name, root, cnn)
         with self._key_lock(("split",) + key):
             stamp = tuple(_mtime(p) for p in sorted(data_dir.glob("*"))[:64]) if data_dir.is_dir() else _mtime(data_dir)
-            hit = self._splits.get(key)
+            hit = self._recall(self._splits, key)
             if hit is not None and hit[0] == stamp:
                 return hit[1]
             try:
                 split = load_split(data_dir, name, cnn=cnn, image_root=root)
             except DataError as e:
                 raise NotFound(str(e)) from None
-            self._splits[key] = (stamp, split)
+            self._remember(self._splits, key, (stamp, split), self.max_splits)
             return split
 
     def retrieval(self, run_id: str, split_name: str) -> dict[str, Any]:
