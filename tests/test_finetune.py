@@ -12,13 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from order_embedding import api, train
+from order_embedding import api, runs, train
 from order_embedding.backbones import torchvision_features
 from order_embedding.cli import main
 from order_embedding.data import load_split
 from order_embedding.evaluation import ranking_eval_5fold
 from order_embedding.images import BackboneImageSource, image_paths
+from order_embedding.model import ModelConfig, OrderEmbeddingModel
 from order_embedding.prepare import prepare
+from order_embedding.vocab import Vocabulary
 
 from test_features import standardise, ten_crops_by_hand
 from test_prepare import write_image_dataset
@@ -84,19 +86,76 @@ def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool
     assert changed(weights) == finetune and changed(stats) == finetune
     # evaluation encodes each test image as the mean over its 10 hand-cut crops
     test = load_split(data, "test")
-    crops = []
-    for p in image_paths(test.image_files, test.image_root):
-        a = np.asarray(Image.open(p).convert("RGB"))
-        h, w = a.shape[:2]
-        a = np.asarray(Image.fromarray(a).resize((40, 40 * h // w) if w <= h else (40 * w // h, 40), Image.BILINEAR))
-        crops.append(np.stack([standardise(c).transpose(2, 0, 1) for c in ten_crops_by_hand(a, 32)]))
     with torch.no_grad():
-        im = model.model.encode_image(torch.from_numpy(np.stack(crops).copy())).numpy()
+        im = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
     want = recalls(api.encode_sentences(model, test.captions), im, test.cap2img)
     got = ranking_eval_5fold(model, split="test")
     for d in ("t2i", "i2t"):
         for k, v in want[d].items():
             assert got[d][k] == pytest.approx(v)
+
+
+def test_backbone_lrate_sets_the_backbone_step_only(data: Path, tmp_path: Path) -> None:
+    initial = backbone_state(torchvision_features("resnet18", "none"))
+    run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
+                        name="slow", backbone_options={**LOADER, "finetune": True}, backbone_lrate=1e-9, **TINY)
+    model = api.load_model(run, device="cpu")
+    trained = backbone_state(model.model.image.backbone.net)
+    moved = max(float((initial[k] - trained[k]).abs().max()) for k in initial if k.endswith("weight"))
+    # Adam moves each weight by about the learning rate per update: a few updates at 1e-9 stay tiny
+    assert 0 < moved < 1e-7
+    groups = train.parameter_groups(model.model, 1e-3, 1e-9)
+    backbone = {id(p) for p in model.model.image.backbone.parameters()}
+    assert [g["lr"] for g in groups] == [1e-3, 1e-9]
+    assert {id(p) for p in groups[1]["params"]} == backbone
+    assert not backbone & {id(p) for p in groups[0]["params"]}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(p.requires_grad for p in model.model.parameters())
+    assert len(train.parameter_groups(model.model, 1e-3, None)) == 1
+    with pytest.raises(ValueError, match="backbone_lrate"):
+        train.make_options("order", backbone_lrate=0)
+
+
+def hand_cut_crops(paths: list[Path]) -> torch.Tensor:
+    """Each image resized (shorter side 40) and cut into 10 standardised 32 x 32 crops by hand."""
+    crops = []
+    for p in paths:
+        a = np.asarray(Image.open(p).convert("RGB"))
+        h, w = a.shape[:2]
+        a = np.asarray(Image.fromarray(a).resize((40, 40 * h // w) if w <= h else (40 * w // h, 40), Image.BILINEAR))
+        crops.append(np.stack([standardise(c).transpose(2, 0, 1) for c in ten_crops_by_hand(a, 32)]))
+    return torch.from_numpy(np.stack(crops).copy())
+
+
+def test_encode_image_files(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(n_words=5, dim_word=4, dim=8, dim_image=512, backbone="resnet18", backbone_options=LOADER)
+    run = tmp_path / "pixels"
+    run.mkdir()
+    Vocabulary(["a", "b", "c"]).save(run / runs.VOCAB)
+    runs.save_json(run / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": {}})
+    runs.save_tensors(run / runs.BEST, OrderEmbeddingModel(config).state_dict(), {})
+    test = load_split(data, "test")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(test.image_files) + "\n")
+    assert main(["encode", str(run), "--images", str(listing), "--image-root", str(test.image_root),
+                 "--out", str(tmp_path / "im.npy")]) == 0
+    got = np.load(tmp_path / "im.npy")
+    model = api.load_model(run, device="cpu")
+    with torch.no_grad():
+        want = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    (tmp_path / "bad.txt").write_text("no-such-image.jpg\n")
+    assert main(["encode", str(run), "--images", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "no-such-image.jpg: image file not found" in capsys.readouterr().err
+    features_run = tmp_path / "features"
+    features_run.mkdir()
+    plain = ModelConfig(n_words=5, dim_word=4, dim=8, dim_image=6)
+    Vocabulary(["a", "b", "c"]).save(features_run / runs.VOCAB)
+    runs.save_json(features_run / runs.CONFIG, {"kind": "caption-image", "model": plain.to_dict(), "train": {}})
+    runs.save_tensors(features_run / runs.BEST, OrderEmbeddingModel(plain).state_dict(), {})
+    assert main(["encode", str(features_run), "--images", str(listing), "--image-root", str(test.image_root),
+                 "--out", str(tmp_path / "y.npy")]) == 2
+    assert "extract-features" in capsys.readouterr().err
 
 
 def test_training_and_evaluation_inputs(data: Path) -> None:

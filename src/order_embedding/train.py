@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "lowercase": False,
     "backbone": None,
     "backbone_options": {},
+    "backbone_lrate": None,
     "image_root": None,
     "valid_split": "dev",
     "seed": 1234,
@@ -90,7 +91,22 @@ def make_options(preset: str | None = None, **kwargs: Any) -> dict[str, Any]:
             raise ValueError(f"{key} must be at least 1, got {options[key]}")
     if options["batch_size"] < 2:
         raise ValueError("batch_size must be at least 2 (the loss needs negatives)")
+    if options["backbone_lrate"] is not None and not float(options["backbone_lrate"]) > 0:
+        raise ValueError(f"backbone_lrate must be a positive number, got {options['backbone_lrate']!r}")
     return options
+
+
+def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: float | None) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups: the pixel backbone's at ``backbone_lrate`` (when given
+    and the backbone trains), everything else at ``lrate``."""
+    backbone = net.image.backbone
+    own = {id(p) for p in backbone.parameters()} if backbone is not None and backbone_lrate is not None else set()
+    rest = [p for p in net.parameters() if p.requires_grad and id(p) not in own]
+    tuned = [p for p in net.parameters() if p.requires_grad and id(p) in own]
+    groups = [{"params": rest, "lr": lrate}]
+    if tuned:
+        groups.append({"params": tuned, "lr": float(backbone_lrate)})
+    return groups
 
 
 def clip_gradients(parameters: list[torch.nn.Parameter], grad_clip: float, mode: str = "tensor") -> None:
@@ -187,9 +203,10 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     net = OrderEmbeddingModel(config).to(device)
     if opt["load_from"] and not resuming:
         net.load_state_dict(load_model(opt["load_from"], device="cpu").model.state_dict())
-    params = [p for p in net.parameters() if p.requires_grad]
+    groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
+    params = [p for g in groups for p in g["params"]]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
-    optimizer = torch.optim.Adam(params, lr=opt["lrate"], betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.Adam(groups, lr=opt["lrate"], betas=(0.9, 0.999), eps=1e-8)
     model = LoadedModel(net, vocab, {k: v for k, v in opt.items() if k not in ("verbose", "device", "resume")}, run_dir)
     dev_images = split_images(model, dev)
 
