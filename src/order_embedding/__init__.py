@@ -1,6 +1,6 @@
 """Order-embeddings of images and language (Vendrov et al., ICLR 2016) in PyTorch."""
 
-from .api import compute_errors, encode_images, encode_sentences, load_model
+from .api import compute_errors, encode_images, encode_sentences, images_from_files, load_model
 from .evaluation import i2t, ranking_eval_5fold, t2i
 from .loss import contrastive_loss
 from .measures import cosine_errors, order_errors
@@ -14,6 +14,7 @@ __all__ = [
     "encode_images",
     "encode_sentences",
     "i2t",
+    "images_from_files",
     "load_model",
     "order_errors",
     "ranking_eval_5fold",

@@ -149,10 +149,22 @@ def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.
         return split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
-    if is_torchvision_backbone(model.config.backbone):  # decoded lazily, 10 or 1 crops per image
-        return ImageFiles(image_paths(split.image_files, split.image_root), model.config.backbone_options)
+    return images_from_files(model, image_paths(split.image_files, split.image_root), verbose)
+
+
+def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
+    """The input :func:`encode_images` takes for image files under a pixel model: evaluation crops decoded
+    per batch (torchvision backbones) or resized pixels (the small CNN)."""
+    if model.config.backbone is None:
+        raise ValueError(f"this model reads {model.config.dim_image}-d CNN features, not image files; "
+                         "extract them first with 'order-embedding extract-features'")
+    missing = next((p for p in paths if not Path(p).is_file()), None)
+    if missing is not None:
+        raise ValueError(f"{missing}: image file not found")
+    if is_torchvision_backbone(model.config.backbone):
+        return ImageFiles(paths, model.config.backbone_options)
     size = int(model.config.backbone_options.get("image_size", 64))
-    return load_pixels(image_paths(split.image_files, split.image_root), size, verbose)
+    return load_pixels(paths, size, verbose)
 
 
 def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:
