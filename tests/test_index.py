@@ -180,3 +180,63 @@ def test_cli_build_and_search(tmp_path, capsys):
     assert "-k must be at least 1" in capsys.readouterr().err
     assert main(["index", "build", str(run), str(tmp_path / "f.npy"), "--out", str(tmp_path / "idx")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def make_pixel_run(path, size=16):
+    torch.manual_seed(2)
+    config = ModelConfig(n_words=len(WORDS) + 2, dim_word=6, dim=8, dim_image=8, backbone="small_cnn",
+                         backbone_options={"image_size": size, "width": 4})
+    path.mkdir()
+    Vocabulary(WORDS).save(path / runs.VOCAB)
+    runs.save_json(path / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": {}})
+    runs.save_tensors(path / runs.BEST, OrderEmbeddingModel(config).state_dict(), {})
+    return path
+
+
+def test_index_of_image_files_for_a_pixel_model(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "pics").mkdir()
+    names = []
+    for i in range(7):
+        names.append(f"pics/{i}.png")
+        Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(tmp_path / names[-1])
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    run = make_pixel_run(tmp_path / "run")
+    assert main(["index", "build", str(run), "--images", str(tmp_path / "list.txt"), "--out", str(tmp_path / "idx"),
+                 "--dtype", "float32"]) == 0
+    index = Index(tmp_path / "idx")
+    pixels = np.stack([np.asarray(Image.open(tmp_path / n).convert("RGB").resize((16, 16), Image.BILINEAR))
+                       for n in names]).transpose(0, 3, 1, 2)
+    model = load_model(run, device="cpu")
+    with torch.no_grad():
+        want = model.model.encode_image(torch.from_numpy(pixels.astype(np.float32) / 255 - 0.5)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "idx" / EMBEDDINGS), want, rtol=1e-5, atol=1e-6)
+    assert index.image_files() == [str((tmp_path / n).resolve()) for n in names]
+    capsys.readouterr()
+    assert main(["index", "search", str(tmp_path / "idx"), "w1 w2", "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["results"]
+    assert [h["file"] for h in hits] == [index.image_files()[h["image"]] for h in hits]
+    with pytest.raises(ValueError, match="reads pixels"):
+        build_index(run, make_features(tmp_path / "f.npy"), tmp_path / "other")
+    with pytest.raises(ValueError, match="either image features or image files"):
+        build_index(run, None, tmp_path / "other")
+    assert main(["index", "build", str(run), "--out", str(tmp_path / "none")]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+
+
+def test_index_of_a_data_split(tmp_path, capsys):
+    from conftest import write_tiny_dataset
+
+    data = write_tiny_dataset(tmp_path / "data", dim_image=12)
+    run = make_run(tmp_path / "run")
+    assert main(["index", "build", str(run), "--split", "test", "--data", str(data), "--out", str(tmp_path / "idx"),
+                 "--dtype", "float32"]) == 0
+    model = load_model(run, device="cpu")
+    want = encode_images(model, np.load(data / "images" / "10crop" / "test.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "idx" / EMBEDDINGS), want, rtol=1e-6, atol=1e-7)
+    assert Index(tmp_path / "idx").image_files() is None
+    capsys.readouterr()
+    assert main(["index", "build", str(run), "--split", "test", "--out", str(tmp_path / "idx2")]) == 2
+    assert "--split needs --data" in capsys.readouterr().err

@@ -152,15 +152,20 @@ def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.
     return images_from_files(model, image_paths(split.image_files, split.image_root), verbose)
 
 
-def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
-    """The input :func:`encode_images` takes for image files under a pixel model: evaluation crops decoded
-    per batch (torchvision backbones) or resized pixels (the small CNN)."""
+def check_image_files(model: LoadedModel, paths: Sequence[str | os.PathLike]) -> None:
+    """Raise a one-line error unless the model reads pixels and every path is a file."""
     if model.config.backbone is None:
         raise ValueError(f"this model reads {model.config.dim_image}-d CNN features, not image files; "
                          "extract them first with 'order-embedding extract-features'")
     missing = next((p for p in paths if not Path(p).is_file()), None)
     if missing is not None:
         raise ValueError(f"{missing}: image file not found")
+
+
+def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
+    """The input :func:`encode_images` takes for image files under a pixel model: evaluation crops decoded
+    per batch (torchvision backbones) or resized pixels (the small CNN)."""
+    check_image_files(model, paths)
     if is_torchvision_backbone(model.config.backbone):
         return ImageFiles(paths, model.config.backbone_options)
     size = int(model.config.backbone_options.get("image_size", 64))

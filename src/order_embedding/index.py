@@ -30,12 +30,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs
-from .api import LoadedModel, encode_images, encode_sentences, load_model
+from .api import LoadedModel, check_image_files, encode_images, encode_sentences, images_from_files, load_model
 
 EMBEDDINGS = "embeddings.npy"
 META = "index.json"
 ANN = "faiss.index"
 BOUNDS = "bounds.npy"
+FILES = "images.txt"
 FORMAT = "order-embedding-index"
 DTYPES = ("float16", "float32")
 #: Rows encoded and written at once while building (bounded memory).
@@ -146,31 +147,41 @@ def _model(run: str | os.PathLike | LoadedModel, device: str | None) -> LoadedMo
 
 def build_index(
     run: str | os.PathLike | LoadedModel,
-    features: str | os.PathLike | np.ndarray,
+    features: str | os.PathLike | np.ndarray | None,
     out: str | os.PathLike,
     dtype: str = "float16",
     overwrite: bool = False,
     block: int = BUILD_BLOCK,
     device: str | None = None,
     verbose: bool = False,
+    images: Sequence[str | os.PathLike] | None = None,
 ) -> Path:
-    """Encode image features (an ``.npy`` path or an array) with a model and store them as an index folder.
+    """Encode images with a model and store them as an index folder.
 
-    The folder appears complete or not at all (it is assembled under a temporary
-    name and renamed); an existing one is replaced only with ``overwrite``.
+    The images are CNN feature rows (``features``: an ``.npy`` path or an array) or,
+    for a model trained from pixels, image files (``images``: paths; ``features``
+    None). The folder appears complete or not at all (it is assembled under a
+    temporary name and renamed); an existing one is replaced only with ``overwrite``.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if (features is None) == (images is None):
+        raise ValueError("give either image features or image files")
     out = Path(out)
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists; pass overwrite to replace it")
     model = _model(run, device)
-    if model.config.backbone is not None:
-        raise ValueError("indexes are built from CNN feature rows; this model reads pixels")
-    source = NpyRows(features) if not isinstance(features, np.ndarray) else features
-    if source.ndim != 2 or source.shape[1] != model.config.dim_image:
-        raise ValueError(f"{features if not isinstance(features, np.ndarray) else 'features'}: shape {tuple(source.shape)}"
-                         f" does not match the model's {model.config.dim_image}-d image features")
+    if images is not None:
+        paths = list(images)
+        check_image_files(model, paths)
+        source = _ImageBlocks(model, paths)
+    else:
+        if model.config.backbone is not None:
+            raise ValueError("this model reads pixels: index its image files instead of feature rows")
+        source = NpyRows(features) if not isinstance(features, np.ndarray) else features
+        if source.ndim != 2 or source.shape[1] != model.config.dim_image:
+            raise ValueError(f"{features if not isinstance(features, np.ndarray) else 'features'}: shape "
+                             f"{tuple(source.shape)} does not match the model's {model.config.dim_image}-d image features")
     n = source.shape[0]
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,10 +191,12 @@ def build_index(
         for start in tqdm(range(0, n, block), desc="indexing", unit="block", disable=not verbose):
             writer.write(encode_images(model, source[start : start + block]))
         writer.close()
+        if images is not None:
+            (tmp / FILES).write_text("".join(f"{Path(p).resolve()}\n" for p in paths), encoding="utf-8")
         meta = {
             "format": FORMAT, "version": 1, "method": model.config.method, "dim": model.config.dim,
             "dtype": dtype, "count": n, "run": str(model.run_dir.resolve()) if model.run_dir else None,
-            "features": None if isinstance(features, np.ndarray) else str(Path(features).resolve()),
+            "features": str(Path(features).resolve()) if isinstance(features, (str, os.PathLike)) else None,
             "created": time.time(),
         }
         if model.config.method == "order":
@@ -201,6 +214,18 @@ def build_index(
             source.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class _ImageBlocks:
+    """Image files as row blocks of a model's image input, decoded a block at a time."""
+
+    def __init__(self, model: LoadedModel, paths: list) -> None:
+        self.model = model
+        self.paths = paths
+        self.shape = (len(paths),)
+
+    def __getitem__(self, key: slice):
+        return images_from_files(self.model, self.paths[key])
 
 
 def _write_bounds(folder: Path, verbose: bool) -> dict:
@@ -322,6 +347,15 @@ class Index:
                 raise IndexFileError(f"{self.path / META}: records no run folder; pass the model explicitly")
             self._model = load_model(self.meta["run"], device=device or "cpu")
         return self._model
+
+    def image_files(self) -> list[str] | None:
+        """The image file of each row, for indexes built from image files (else None)."""
+        if not (self.path / FILES).is_file():
+            return None
+        files = (self.path / FILES).read_text(encoding="utf-8").splitlines()
+        if len(files) != len(self):
+            raise IndexFileError(f"{self.path / FILES}: {len(files)} lines for {len(self)} images")
+        return files
 
     def embeddings(self) -> np.ndarray:
         """The stored embeddings as a read-only memory map (for random row access)."""
@@ -510,8 +544,12 @@ def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: s
     return n, model.config.dim
 
 
-def format_results(sentences: Iterable[str], errors: np.ndarray, indices: np.ndarray) -> list[dict]:
-    """JSON-ready search results: per query, its images and errors in ranked order."""
-    return [{"query": q, "results": [{"image": int(i), "error": float(e)} for e, i in zip(er, ix) if i >= 0]}
+def format_results(sentences: Iterable[str], errors: np.ndarray, indices: np.ndarray,
+                   files: Sequence[str] | None = None) -> list[dict]:
+    """JSON-ready search results: per query, its images (with their files, when known) and errors in ranked order."""
+    def hit(e: float, i: int) -> dict:
+        return {"image": int(i), "error": float(e), **({"file": files[int(i)]} if files is not None else {})}
+
+    return [{"query": q, "results": [hit(e, i) for e, i in zip(er, ix) if i >= 0]}
             for q, er, ix in zip(sentences, errors, indices)]
 

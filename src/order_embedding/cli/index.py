@@ -5,6 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..api import load_model, split_images
+from ..data import load_split, resolve_data_dir
+from ..images import image_paths
 from ..index import DTYPES, Index, build_ann, build_index, format_results
 
 
@@ -15,7 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="encode image features into an index folder")
     b.add_argument("run", metavar="RUN", help="run folder (or original snapshot prefix) whose model embeds the images")
-    b.add_argument("features", type=Path, metavar="FEATURES", help=".npy of CNN features, one row per image")
+    b.add_argument("features", type=Path, nargs="?", metavar="FEATURES", help=".npy of CNN features, one row per image")
+    b.add_argument("--images", type=Path, metavar="TXT",
+                   help="instead of FEATURES, image files (one path per line) for a model trained from pixels")
+    b.add_argument("--image-root", type=Path, metavar="DIR", help="folder the --images paths are relative to "
+                   "(default: the list's folder)")
+    b.add_argument("--split", metavar="NAME", help="instead of FEATURES, the images of a data split (features or "
+                   "files, whichever the model reads), e.g. test")
+    b.add_argument("--data", metavar="DATA_DIR", help="data set of --split (default: the one the run trained on)")
     b.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder to create")
     b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
@@ -37,8 +47,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    out = build_index(args.run, args.features, args.out, dtype=args.dtype, overwrite=args.overwrite,
-                      device=args.device, verbose=True)
+    if sum(x is not None for x in (args.features, args.images, args.split)) != 1:
+        raise ValueError("give exactly one of FEATURES, --images TXT or --split NAME")
+    model = load_model(args.run, device=args.device or "cpu")
+    features, images = args.features, None
+    if args.images is not None:
+        from .encode import read_captions
+
+        root = args.image_root if args.image_root is not None else args.images.parent
+        images = [root / line for line in read_captions(args.images)]
+    elif args.split is not None:
+        data = args.data or model.train.get("data")
+        if not isinstance(data, str):
+            raise ValueError("--split needs --data DATA_DIR: the run records no data set")
+        split = load_split(resolve_data_dir(data), args.split, cnn=model.train.get("cnn", "10crop"),
+                           image_root=model.train.get("image_root"))
+        if model.config.backbone is None:
+            features = split_images(model, split)
+        else:
+            images = image_paths(split.image_files or [], split.image_root)
+    out = build_index(model, features, args.out, dtype=args.dtype, overwrite=args.overwrite, verbose=True,
+                      images=images)
     if args.ann:
         build_ann(out, kind=args.ann, nlist=args.nlist, verbose=True)
     index = Index(out)
@@ -60,12 +89,13 @@ def run_search(args: argparse.Namespace) -> int:
     index = Index(args.index)
     errors, indices = index.search(sentences, args.k, approximate=args.approximate,
                                    candidates=args.candidates, nprobe=args.nprobe)
-    results = format_results(sentences, errors, indices)
+    results = format_results(sentences, errors, indices, index.image_files())
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
     for r in results:
         print(r["query"])
         for rank, hit in enumerate(r["results"], 1):
-            print(f"  {rank:3d}  image {hit['image']:>9d}  error {hit['error']:.6f}")
+            shown = f"  {hit['file']}" if "file" in hit else ""
+            print(f"  {rank:3d}  image {hit['image']:>9d}  error {hit['error']:.6f}{shown}")
     return 0
