@@ -11,6 +11,8 @@ random non-negative unit vectors, fixed seed):
   FLOP/s, the peak derived from /proc/cpuinfo and the CPU affinity) and the
   fraction of it the kernel reaches;
 - the full fold evaluation (error matrix + both directions' ranks and metrics);
+- training's contrastive loss, forward and backward, through the kernels against
+  the autograd broadcast (batch 128), alone and within a whole training step;
 - the streaming top-k over a float16 memmap of many images;
 - peak resident memory after each part; with a CUDA device, the torch broadcast on it
   and, where Triton is importable, the Triton kernels (cuda_kernels) on the COCO 5K test
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (best is reported)")
     parser.add_argument("--chunks", type=str, default="1,2,8", help="torch broadcast chunk sizes (captions)")
+    parser.add_argument("--loss-batch", type=int, default=128, help="batch of the training-loss timing")
     parser.add_argument("--topk-queries", type=int, default=100)
     parser.add_argument("--topk-images", type=int, default=1_000_000, help="0 skips the top-k part")
     parser.add_argument("--topk-k", type=int, default=100)
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
           "(random vectors)")
     print(f"  peak RSS so far: {peak_rss_mb():.0f} MB")
 
+    loss_part(args)
+
     if args.topk_images > 0:
         topk_part(args, peak)
 
@@ -289,6 +294,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  speed-up over the best torch broadcast ({speedup[1]}): {speedup[0]:.1f}x wall, "
               f"{speedup[2]:.1f}x cpu time (alternating runs)")
     return 0
+
+
+def loss_part(args: argparse.Namespace) -> None:
+    """Training's loss, forward and backward, through the kernels (the default on CPU) and through the
+    autograd broadcast: alone, and inside a whole training step of the paper's model sizes."""
+    from order_embedding.loss import contrastive_loss
+    from order_embedding.measures import order_violation
+    from order_embedding.model import ModelConfig, OrderEmbeddingModel
+
+    batch, d = args.loss_batch, args.dim
+    section(f"training loss, forward + backward: batch {batch} x {d} dims")
+    gen = torch.Generator().manual_seed(args.seed)
+
+    def loss_of(s: torch.Tensor, im: torch.Tensor, broadcast: bool) -> torch.Tensor:
+        if not broadcast:
+            return contrastive_loss(s, im, "order", 0.05)
+        errors = order_violation(s.unsqueeze(1), im.unsqueeze(0))
+        diagonal = errors.diagonal()
+        off = ~torch.eye(len(s), dtype=torch.bool)
+        return (((0.05 - errors + diagonal.view(-1, 1)).clamp(min=0) * off).sum()
+                + ((0.05 - errors + diagonal.view(1, -1)).clamp(min=0) * off).sum())
+
+    s0, im0 = torch.rand(batch, d, generator=gen), torch.rand(batch, d, generator=gen)
+
+    def loss_step(broadcast: bool) -> tuple[float, torch.Tensor]:
+        s, im = s0.clone().requires_grad_(), im0.clone().requires_grad_()
+        loss = loss_of(s, im, broadcast)
+        loss.backward()
+        return loss.item(), s.grad
+
+    k_wall, _ = timed(lambda: loss_step(False), args.repeats)
+    b_wall, _ = timed(lambda: loss_step(True), args.repeats)
+    (lk, gk), (lb, gb) = loss_step(False), loss_step(True)
+    print(f"  loss alone, kernels (contrastive_loss on CPU float32): {k_wall * 1000:.1f} ms")
+    print(f"  loss alone, autograd broadcast: {b_wall * 1000:.1f} ms -> kernels {b_wall / k_wall:.0f}x faster")
+    print(f"  loss {lk:.4f} vs {lb:.4f}; max gradient deviation {float((gk - gb).abs().max()):.1e}")
+
+    torch.manual_seed(args.seed)
+    config = ModelConfig(n_words=10000, dim_word=300, dim=d, dim_image=4096)
+    net = OrderEmbeddingModel(config)
+    tokens = torch.randint(1, config.n_words, (batch, 14), generator=gen)
+    lengths = torch.full((batch,), 14)
+    features = torch.rand(batch, 4096, generator=gen)
+
+    def train_step(broadcast: bool) -> None:
+        net.zero_grad()
+        s, im = net(tokens, lengths, features)
+        loss_of(s, im, broadcast).backward()
+
+    t_k, _ = timed(lambda: train_step(False), args.repeats)
+    t_b, _ = timed(lambda: train_step(True), args.repeats)
+    print(f"  whole training step (GRU {d}, words 300, image features 4096, 14 tokens): "
+          f"{t_k * 1000:.0f} ms with the kernels, {t_b * 1000:.0f} ms with the broadcast ({t_b / t_k:.2f}x)")
 
 
 def torch_baseline(args: argparse.Namespace, s: np.ndarray, im: np.ndarray, threads: int,

@@ -118,6 +118,31 @@ def test_measures_uses_the_kernel_for_numpy() -> None:
 # ---------------------------------------------------------------- top-k
 
 
+@pytest.mark.parametrize("n,m,dim", [(1, 1, 1), (5, 9, 13), (37, 21, 70)])
+def test_gradients_match_direct_formula(n: int, m: int, dim: int) -> None:
+    rng = np.random.default_rng(n + m + dim)
+    s = rng.random((n, dim), dtype=np.float32)
+    im = rng.random((m, dim), dtype=np.float32)
+    g = rng.standard_normal((n, m)).astype(np.float32)
+    g[rng.random((n, m)) < 0.5] = 0  # inactive hinges
+    d = np.maximum(0.0, s[:, None, :].astype(np.float64) - im[None, :, :])
+    grad_s, grad_im = kernels.order_error_grads(s, im, g)
+    np.testing.assert_allclose(grad_s, 2 * np.einsum("ab,abi->ai", g, d), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad_im, -2 * np.einsum("ab,abi->bi", g, d), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="weights of shape"):
+        kernels.order_error_grads(s, im, g.T if n != m else g[:, :0])
+
+
+def test_gradients_by_hand() -> None:
+    s = np.array([[1.0, 0.0], [0.5, 0.5]], np.float32)
+    im = np.array([[0.0, 0.0], [0.0, 1.0]], np.float32)
+    g = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    # E[0,0] = 1 -> d/ds0 = (2, 0); E[1,1] = 0.25 (only coordinate 0 violates) weighted 2 -> (2, 0)
+    grad_s, grad_im = kernels.order_error_grads(s, im, g)
+    np.testing.assert_array_equal(grad_s, [[2.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_array_equal(grad_im, [[-2.0, 0.0], [-2.0, 0.0]])
+
+
 @pytest.mark.parametrize("n, m, dim, k", [(1, 1, 3, 1), (3, 50, 8, 5), (6, 1000, 33, 10), (5, 300, 16, 300)])
 def test_topk_matches_direct_formula(n: int, m: int, dim: int, k: int) -> None:
     rng = np.random.default_rng(n + m + dim + k)

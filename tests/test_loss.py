@@ -66,6 +66,38 @@ def test_loss_zero_when_pairs_are_perfect_and_gradient_flows():
     assert s2.grad is not None and torch.isfinite(s2.grad).all()
 
 
+@pytest.mark.parametrize("hardest", [False, True])
+def test_loss_gradients_through_the_kernels_match_float64_broadcasting(hardest):
+    torch.manual_seed(0)
+    s0, im0 = torch.rand(16, 40), torch.rand(16, 40)
+    s, im = s0.clone().requires_grad_(), im0.clone().requires_grad_()
+    loss = contrastive_loss(s, im, "order", 0.3, max_violation=hardest)
+    assert any("OrderErrorMatrix" in type(f).__name__ for f in _graph(loss))  # the kernels, not broadcasting
+    loss.backward()
+    s64, im64 = s0.double().requires_grad_(), im0.double().requires_grad_()
+    errors = (s64.unsqueeze(1) - im64.unsqueeze(0)).clamp(min=0).pow(2).sum(-1)  # broadcasting, float64
+    diagonal = errors.diagonal()
+    off = ~torch.eye(16, dtype=torch.bool)
+    cost_im = (0.3 - errors + diagonal.view(-1, 1)).clamp(min=0) * off
+    cost_s = (0.3 - errors + diagonal.view(1, -1)).clamp(min=0) * off
+    ref = (cost_im.max(1).values.sum() + cost_s.max(0).values.sum()) if hardest else cost_im.sum() + cost_s.sum()
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    np.testing.assert_allclose(s.grad.numpy(), s64.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(im.grad.numpy(), im64.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _graph(t):
+    """Every autograd node below t."""
+    seen, todo = [], [t.grad_fn]
+    while todo:
+        f = todo.pop()
+        if f is not None and f not in seen:
+            seen.append(f)
+            todo += [g for g, _ in f.next_functions]
+    return seen
+
+
 def test_loss_rejects_misaligned_batches():
     with pytest.raises(ValueError, match="differ in shape"):
         contrastive_loss(torch.zeros(3, 2), torch.zeros(4, 2))

@@ -322,6 +322,61 @@ def order_error_matrix(s: np.ndarray, im: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(fastmath=_FASTMATH, parallel=True, boundscheck=False, cache=True)
+def _grad_kernel(s: np.ndarray, im: np.ndarray, g: np.ndarray, grad_s: np.ndarray, grad_im: np.ndarray) -> None:
+    """grad_s[a] = 2 sum_b g[a, b] max(0, s[a] - im[b]) and grad_im[b] = -2 sum_a g[a, b] max(0, s[a] - im[b]).
+
+    Each output row is owned by one iteration of a parallel loop and summed in a
+    fixed order, so the result does not depend on the number of threads. Zero
+    entries of g (inactive hinges) are skipped.
+    """
+    n, m, dim = s.shape[0], im.shape[0], s.shape[1]
+    z = np.float32(0)
+    for a in prange(n):
+        for i in range(dim):
+            grad_s[a, i] = z
+        for b in range(m):
+            w = np.float32(2) * g[a, b]
+            if w == 0:
+                continue
+            for i in range(dim):
+                d = s[a, i] - im[b, i]
+                if d < 0:
+                    d = z
+                grad_s[a, i] += w * d
+    for b in prange(m):
+        for i in range(dim):
+            grad_im[b, i] = z
+        for a in range(n):
+            w = np.float32(2) * g[a, b]
+            if w == 0:
+                continue
+            for i in range(dim):
+                d = s[a, i] - im[b, i]
+                if d < 0:
+                    d = z
+                grad_im[b, i] -= w * d
+
+
+def order_error_grads(s: np.ndarray, im: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of ``sum_ab g[a, b] E[a, b]`` (``E`` from :func:`order_error_matrix`) with respect to ``s`` and ``im``.
+
+    Float32 C-contiguous results of the shapes of ``s`` and ``im``; the n x m x d
+    array of differences is never formed.
+    """
+    s32 = _float32(np.asarray(s), "captions")
+    im32 = _float32(np.asarray(im), "images")
+    g32 = _float32(np.asarray(g), "weights")
+    _check_dims(s32, im32)
+    if g32.shape != (s32.shape[0], im32.shape[0]):
+        raise ValueError(f"weights of shape {g32.shape} do not match {s32.shape[0]} captions x {im32.shape[0]} images")
+    grad_s = np.empty_like(s32)
+    grad_im = np.empty_like(im32)
+    with _threads_for(g32.size * s32.shape[1]):
+        _grad_kernel(s32, im32, g32, grad_s, grad_im)
+    return grad_s, grad_im
+
+
 
 
 @njit(inline="always", cache=True)

@@ -22,13 +22,43 @@ def order_violation(s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
     return (s - im).clamp(min=0).pow(2).sum(-1)
 
 
+class _OrderErrorMatrix(torch.autograd.Function):
+    """The order-violation error matrix of CPU float32 tensors through the blockwise kernels, forward and
+    backward, without the captions x images x dim temporaries of broadcasting."""
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        from .kernels import order_error_matrix
+
+        ctx.save_for_backward(s, im)
+        return torch.from_numpy(order_error_matrix(s.detach().numpy(), im.detach().numpy()))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from .kernels import order_error_grads
+
+        s, im = ctx.saved_tensors
+        grad_s, grad_im = order_error_grads(s.detach().numpy(), im.detach().numpy(), grad.detach().numpy())
+        return torch.from_numpy(grad_s), torch.from_numpy(grad_im)
+
+
+def _kernel_ready(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+
+
 def order_errors(s: Array, im: Array) -> Array:
-    """Order-violation error matrix ``E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2``."""
+    """Order-violation error matrix ``E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2``.
+
+    Differentiable for torch tensors: CPU float32 ones go through the blockwise
+    kernels both ways, other devices and dtypes through broadcasting.
+    """
     if isinstance(s, np.ndarray):
         from .kernels import order_error_matrix
 
         return order_error_matrix(s, im)
     if s.requires_grad or im.requires_grad:
+        if _kernel_ready(s) and _kernel_ready(im) and torch.is_grad_enabled():
+            return _OrderErrorMatrix.apply(s, im)
         return order_violation(s.unsqueeze(1), im.unsqueeze(0))
     rows = max(1, _BROADCAST_ELEMENTS // max(1, im.shape[0] * im.shape[1]))
     return torch.cat(
