@@ -46,9 +46,9 @@ SLACK = 1e-4
 MAX_DIM = (2**31 - 1) // (LEVELS * LEVELS) // CHUNK * CHUNK
 #: Images whose bounds are streamed per kernel call.
 BLOCK_ROWS = 65536
-#: Images scored exactly, evenly spaced, to start every query with a finite threshold.
+#: Images scored exactly first (16 runs spread over the index) to start every query with a finite limit.
 SAMPLE = 16384
-#: Below this many images the plain scan is used.
+#: Smaller collections start without that sample (their limits come from the first images scanned).
 MIN_IMAGES = 4 * SAMPLE
 
 _I8x64 = ir.VectorType(ir.IntType(8), CHUNK)
