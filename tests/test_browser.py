@@ -21,6 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from order_embedding import runs
+from order_embedding.data import load_split
+from order_embedding.index import build_index
 from order_embedding.server import create_app
 from test_server import build_workspace, records
 
@@ -38,8 +40,10 @@ def free_port() -> int:
 def server(tmp_path_factory):
     """A uvicorn server on a free local port, in a thread, over freshly trained runs."""
     ws = build_workspace(tmp_path_factory.mktemp("browser"))
+    index = build_index(ws["runs"] / "order", load_split(ws["data"], "test").features, ws["data"].parent / "shapes-index")
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ws["runs"]), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(ws["runs"], indexes=[index]), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -171,5 +175,16 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     browser.find_elements(By.CSS_SELECTOR, "#search-results .search-result img")[0].click()
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#image-results ol.captions li")) == 10)
     browser.save_screenshot(str(shots / "search.png"))
-    for name in ("runs", "training", "curves", "browse", "search"):
+    # The same sentence against the on-disk index the server was given.
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#search-source option")) == 2)
+    browser.execute_script("const s = document.getElementById('search-source'); s.value = 'shapes-index';"
+                           "s.dispatchEvent(new Event('change'));")
+    assert not browser.find_element(By.ID, "image-form").is_displayed()
+    browser.find_element(By.ID, "search-go").click()
+    wait(browser, lambda d: d.execute_script(  # read in one step: the results are being replaced
+        "const t = [...document.querySelectorAll('#search-results img')].map(i => i.title);"
+        "return t.length === 10 && t.every(x => x.includes('index shapes-index'));"))
+    wait(browser, lambda d: images_loaded(d, "#search-results img"))
+    browser.save_screenshot(str(shots / "search-index.png"))
+    for name in ("runs", "training", "curves", "browse", "search", "search-index"):
         assert (shots / f"{name}.png").stat().st_size > 10_000

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the test client's notice about its HTTP library
@@ -322,6 +323,48 @@ def test_least_recently_used_models_are_dropped(ws, tmp_path):
     assert list(two._models) == ["a", "c"]  # ...so b goes first
     with pytest.raises(ValueError, match="max_models"):
         RunStore(ws["runs"], max_models=0)
+
+
+def test_search_of_on_disk_indexes(ws, tmp_path):
+    from order_embedding.index import build_index
+    from order_embedding.model import ModelConfig, OrderEmbeddingModel
+    from order_embedding.vocab import Vocabulary
+
+    split = load_split(ws["data"], "test")
+    features_index = build_index(ws["runs"] / "order", split.features, tmp_path / "feats", dtype="float32")
+    # a pixel model indexing the split's image files
+    torch.manual_seed(0)
+    config = ModelConfig(n_words=10, dim_word=4, dim=8, dim_image=8, backbone="small_cnn",
+                         backbone_options={"image_size": 16, "width": 4})
+    pixel_run = tmp_path / "pixel-run"
+    pixel_run.mkdir()
+    Vocabulary(["a", "red", "blue", "dot"]).save(pixel_run / runs.VOCAB)
+    runs.save_json(pixel_run / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": {}})
+    runs.save_tensors(pixel_run / runs.BEST, OrderEmbeddingModel(config).state_dict(), {})
+    files_index = build_index(pixel_run, None, tmp_path / "files", images=[ws["data"] / f for f in split.image_files])
+    app = TestClient(create_app(ws["runs"], image_root=ws["data"], indexes=[features_index, files_index]))
+    listed = {ix["name"]: ix for ix in app.get("/api/indexes").json()["indexes"]}
+    assert listed["feats"]["images"] == split.n_images and not listed["feats"]["has_files"]
+    assert listed["files"]["has_files"] and listed["files"]["method"] == "order"
+    got = app.get("/api/index-search", params={"index": "feats", "q": "a blue dot", "k": 5}).json()
+    model = load_model(ws["runs"] / "order", device="cpu")
+    errors = numpy_errors("order", encode_sentences(model, ["a blue dot"]), np.load(features_index / "embeddings.npy"))[0]
+    assert_top(errors, [r["image"] for r in got["results"]], [r["error"] for r in got["results"]], 5)
+    assert got["tokens"] == ["a", "blue", "dot"]
+    placeholder = app.get(got["results"][0]["image_url"])
+    assert placeholder.headers["content-type"].startswith("image/svg")  # this index lists no files
+    hit = app.get("/api/index-search", params={"index": "files", "q": "a red dot", "k": 3}).json()["results"][0]
+    image = app.get(hit["image_url"])
+    assert image.headers["content-type"] == "image/png"
+    assert image.content == (ws["data"] / split.image_files[hit["image"]]).read_bytes()
+    outside = TestClient(create_app(ws["runs"], image_root=tmp_path,
+                                    indexes=[files_index]))
+    assert outside.get(hit["image_url"]).headers["content-type"].startswith("image/svg")  # not under the root
+    assert app.get("/api/index-search", params={"index": "nope", "q": "a dot"}).status_code == 404
+    assert app.get("/api/index-image", params={"index": "feats", "image": 10**6}).status_code == 404
+    assert app.get("/api/index-search", params={"index": "feats", "q": "  "}).status_code == 400
+    with pytest.raises(ValueError, match="two indexes"):
+        create_app(ws["runs"], indexes=[features_index, features_index])
 
 
 def test_images_are_served_only_from_under_the_root(ws, tmp_path):

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for encoding (default: cpu)")
     p.add_argument("--max-models", type=int, default=4, metavar="N",
                    help="run models (with their embeddings) kept loaded; the least recently used go first (default: 4)")
+    p.add_argument("--index", action="append", default=[], metavar="INDEX",
+                   help="an on-disk image index (from 'index build') to search on the Search page; repeatable")
     p.set_defaults(func=run)
 
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_models < 1:
         raise ValueError(f"--max-models must be at least 1, got {args.max_models}")
     app = create_app(args.runs_dir, data_dir=args.data, image_root=args.images, device=args.device,
-                     max_models=args.max_models)
+                     max_models=args.max_models, indexes=args.index)
     print(f"serving {args.runs_dir} on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30)
     return 0

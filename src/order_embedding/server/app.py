@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -30,11 +30,11 @@ def placeholder_svg(label: str) -> str:
 
 def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                image_root: str | os.PathLike | None = None, device: str = "cpu",
-               max_models: int = MAX_MODELS) -> FastAPI:
+               max_models: int = MAX_MODELS, indexes: Sequence[str | os.PathLike] = ()) -> FastAPI:
     """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets,
-    ``image_root`` is the folder image files are read from (nothing outside it is served) and
-    at most ``max_models`` run models stay loaded."""
-    store = RunStore(runs_dir, data_dir, image_root, device, max_models=max_models)
+    ``image_root`` is the folder image files are read from (nothing outside it is served), at
+    most ``max_models`` run models stay loaded, and ``indexes`` are on-disk image indexes to search."""
+    store = RunStore(runs_dir, data_dir, image_root, device, max_models=max_models, indexes=indexes)
     app = FastAPI(title="order-embedding runs", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None)
     app.state.store = store
 
@@ -123,6 +123,28 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
         out = store.search_image(run, split, image, k)
         out["image_url"] = image_url(run, split)(image)
         return out
+
+    @app.get("/api/indexes")
+    def list_indexes() -> dict[str, Any]:
+        """The on-disk image indexes this server searches."""
+        return {"indexes": store.index_summaries()}
+
+    @app.get("/api/index-search")
+    def index_search(index: str, q: str = Query(..., max_length=MAX_QUERY_CHARS),
+                     k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
+        """Top ``k`` images of an on-disk index for a sentence ``q``, by exact streamed search."""
+        out = store.search_index(index, q, k)
+        for item in out["results"]:
+            item["image_url"] = f"/api/index-image?index={quote(index, safe='')}&image={item['image']}"
+        return out
+
+    @app.get("/api/index-image")
+    def index_image(index: str, image: int = Query(..., ge=0)) -> Response:
+        """Image ``image`` of an index: its file when it lies under the image root, or a placeholder naming it."""
+        path = store.index_image_file(index, image)
+        if path is None:
+            return Response(placeholder_svg(f"{index} #{image}"), media_type="image/svg+xml")
+        return FileResponse(path)
 
     @app.get("/api/image")
     def image(run: str, split: str, index: int = Query(..., ge=0)) -> Response:

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .. import runs
 from ..api import LoadedModel, compute_errors, encode_images, encode_sentences, load_model, split_images
 from ..data import DataError, Split, load_split, resolve_data_dir
 from ..evaluation import recall_metrics, retrieval_lists
-from ..index import exact_topk
+from ..index import Index, IndexFileError, exact_topk
 
 #: Longest accepted search query, in characters.
 MAX_QUERY_CHARS = 500
@@ -130,7 +130,7 @@ class RunStore:
 
     def __init__(self, runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                  image_root: str | os.PathLike | None = None, device: str = "cpu", max_models: int = MAX_MODELS,
-                 max_splits: int = MAX_SPLITS) -> None:
+                 max_splits: int = MAX_SPLITS, indexes: Sequence[str | os.PathLike] = ()) -> None:
         if max_models < 1 or max_splits < 1:
             raise ValueError(f"max_models and max_splits must be at least 1, got {max_models} and {max_splits}")
         self.runs_dir = Path(runs_dir)
@@ -149,6 +149,15 @@ class RunStore:
         self._key_locks: dict[Any, threading.Lock] = {}
         self._models: OrderedDict[str, _Cached] = OrderedDict()
         self._splits: OrderedDict[tuple[str, str, str | None, str], tuple[Any, Split]] = OrderedDict()
+        self.indexes: dict[str, Index] = {}
+        for path in indexes:
+            try:
+                opened = Index(path)
+            except IndexFileError as e:
+                raise ValueError(str(e)) from None
+            if opened.path.name in self.indexes:
+                raise ValueError(f"two indexes are named {opened.path.name!r}; give them different folder names")
+            self.indexes[opened.path.name] = opened
 
     # ------------------------------------------------------------------ runs
 
@@ -348,6 +357,41 @@ class RunStore:
         errors, top = exact_topk(s, r["im"], model.config.method, k)  # streamed top-k, ties to the lower index
         return {"run": run_id, "split": split_name, "query": query, "tokens": text.split(), "unknown": unknown,
                 "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
+
+    def index_summaries(self) -> list[dict[str, Any]]:
+        """The on-disk indexes the server searches: name, size, measure, whether exact search uses bounds."""
+        return [{"name": name, "images": len(index), "dim": index.meta["dim"], "method": index.method,
+                 "dtype": index.meta["dtype"], "bounded": index.bounded(), "run": index.meta.get("run"),
+                 "has_files": index.image_files() is not None} for name, index in self.indexes.items()]
+
+    def _index(self, name: str) -> Index:
+        index = self.indexes.get(name)
+        if index is None:
+            raise NotFound(f"no index named {name!r}")
+        return index
+
+    def search_index(self, name: str, query: str, k: int) -> dict[str, Any]:
+        """The ``k`` images of an on-disk index with the lowest error for a typed sentence (exact, streamed)."""
+        if not query.strip():
+            raise ValueError("empty query")
+        index = self._index(name)
+        with self._key_lock(("index", name)):
+            model = index.model(self.device)
+        text, unknown = self.tokens(model, query)
+        errors, top = index.search_vectors(encode_sentences(model, [text]), k)
+        return {"index": name, "query": query, "tokens": text.split(), "unknown": unknown,
+                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
+
+    def index_image_file(self, name: str, image: int) -> Path | None:
+        """The file of an index's image when the index lists files and it lies under the image root, else None."""
+        index = self._index(name)
+        if not 0 <= image < len(index):
+            raise NotFound(f"index {name!r} has images 0..{len(index) - 1}, not {image}")
+        files = index.image_files()
+        if files is None or self.image_root is None:
+            return None
+        found = Path(files[image]).resolve()
+        return found if found.is_file() and found.is_relative_to(self.image_root) else None
 
     def search_image(self, run_id: str, split_name: str, image: int, k: int) -> dict[str, Any]:
         """The ``k`` captions of the split with the lowest error for one of its images."""

@@ -325,20 +325,39 @@ async function renderBrowse() {
 
 // ------------------------------------------------------------------ search
 
+async function fillIndexSelect() {
+  const sel = document.getElementById("search-source");
+  if (sel.dataset.filled) return;
+  const data = await api("/api/indexes", {});
+  sel.innerHTML = `<option value="">a run's split</option>` + data.indexes.map(ix =>
+    `<option value="${esc(ix.name)}">index ${esc(ix.name)} (${ix.images} images)</option>`).join("");
+  sel.dataset.filled = "1";
+}
+
+function sourceChanged() {
+  const fromIndex = document.getElementById("search-source").value !== "";
+  for (const id of ["search-run", "search-split"]) document.getElementById(id).disabled = fromIndex;
+  for (const id of ["image-form", "image-results"]) document.getElementById(id).style.display = fromIndex ? "none" : "";
+}
+
 async function runSearch() {
   const run = document.getElementById("search-run").value;
+  const index = document.getElementById("search-source").value;
   const q = document.getElementById("search-q").value;
   const note = document.getElementById("search-note"), box = document.getElementById("search-results");
-  if (!run || !q.trim()) return;
+  if ((!run && !index) || !q.trim()) return;
   note.textContent = "searching…";
   try {
-    const data = await api("/api/search", { run, split: document.getElementById("search-split").value, q,
-                                            k: document.getElementById("search-k").value });
+    const k = document.getElementById("search-k").value;
+    const data = index ? await api("/api/index-search", { index, q, k })
+                       : await api("/api/search", { run, split: document.getElementById("search-split").value, q, k });
     note.textContent = `words used: ${data.tokens.join(" ")}` + (data.unknown.length ? ` — not in the vocabulary: ${data.unknown.join(", ")}` : "");
     box.innerHTML = data.results.map((r, i) => `<div class="thumb search-result" data-image="${r.image}">
-      <img src="${esc(r.image_url)}" alt="image ${r.image}" title="click for its top captions"><div>#${i + 1} image ${r.image}<br>error ${fmt(r.error, 4)}</div></div>`).join("");
-    for (const t of box.querySelectorAll(".search-result")) {
-      t.addEventListener("click", () => { document.getElementById("search-image").value = t.dataset.image; imageSearch(); });
+      <img src="${esc(r.image_url)}" alt="image ${r.image}" title="${index ? `image ${r.image} of index ${esc(index)}` : "click for its top captions"}"><div>#${i + 1} image ${r.image}<br>error ${fmt(r.error, 4)}</div></div>`).join("");
+    if (!index) {
+      for (const t of box.querySelectorAll(".search-result")) {
+        t.addEventListener("click", () => { document.getElementById("search-image").value = t.dataset.image; imageSearch(); });
+      }
     }
   } catch (e) { note.innerHTML = `<span class="error-text">${esc(e.message)}</span>`; box.innerHTML = ""; }
 }
@@ -377,6 +396,7 @@ async function show(page) {
     else if (state.page === "training") await renderTraining();
     else if (state.page === "curves") await renderCurves();
     else if (state.page === "browse") { state.browseOffset = 0; await renderBrowse(); }
+    else if (state.page === "search") await fillIndexSelect();
     setStatus("");
   } catch (e) { setStatus(`error: ${e.message}`); }
 }
@@ -394,6 +414,7 @@ function init() {
     if (state.browseOffset + 10 < (state.browseTotal || 0)) { state.browseOffset += 10; guarded(renderBrowse)(); }
   });
   document.getElementById("search-form").addEventListener("submit", ev => { ev.preventDefault(); runSearch(); });
+  document.getElementById("search-source").addEventListener("change", sourceChanged);
   document.getElementById("image-form").addEventListener("submit", ev => { ev.preventDefault(); imageSearch(); });
   setInterval(() => { if (state.page === "runs" || state.page === "training") refreshPage(); }, 2000);
   show(location.hash.slice(1));
