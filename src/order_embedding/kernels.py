@@ -322,6 +322,17 @@ def order_error_matrix(s: np.ndarray, im: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(fastmath=_FASTMATH, inline="always", boundscheck=False, cache=True)
+def _add_violation(out: np.ndarray, row: int, s: np.ndarray, a: int, im: np.ndarray, b: int, w: np.float32) -> None:
+    """out[row] += w * max(0, s[a] - im[b])."""
+    z = np.float32(0)
+    for i in range(s.shape[1]):
+        d = s[a, i] - im[b, i]
+        if d < 0:
+            d = z
+        out[row, i] += w * d
+
+
 @njit(fastmath=_FASTMATH, parallel=True, boundscheck=False, cache=True)
 def _grad_kernel(s: np.ndarray, im: np.ndarray, g: np.ndarray, grad_s: np.ndarray, grad_im: np.ndarray) -> None:
     """grad_s[a] = 2 sum_b g[a, b] max(0, s[a] - im[b]) and grad_im[b] = -2 sum_a g[a, b] max(0, s[a] - im[b]).
@@ -330,32 +341,17 @@ def _grad_kernel(s: np.ndarray, im: np.ndarray, g: np.ndarray, grad_s: np.ndarra
     fixed order, so the result does not depend on the number of threads. Zero
     entries of g (inactive hinges) are skipped.
     """
-    n, m, dim = s.shape[0], im.shape[0], s.shape[1]
-    z = np.float32(0)
+    n, m = s.shape[0], im.shape[0]
+    grad_s[:] = 0
+    grad_im[:] = 0
     for a in prange(n):
-        for i in range(dim):
-            grad_s[a, i] = z
         for b in range(m):
-            w = np.float32(2) * g[a, b]
-            if w == 0:
-                continue
-            for i in range(dim):
-                d = s[a, i] - im[b, i]
-                if d < 0:
-                    d = z
-                grad_s[a, i] += w * d
+            if g[a, b] != 0:
+                _add_violation(grad_s, a, s, a, im, b, np.float32(2) * g[a, b])
     for b in prange(m):
-        for i in range(dim):
-            grad_im[b, i] = z
         for a in range(n):
-            w = np.float32(2) * g[a, b]
-            if w == 0:
-                continue
-            for i in range(dim):
-                d = s[a, i] - im[b, i]
-                if d < 0:
-                    d = z
-                grad_im[b, i] -= w * d
+            if g[a, b] != 0:
+                _add_violation(grad_im, b, s, a, im, b, np.float32(-2) * g[a, b])
 
 
 def order_error_grads(s: np.ndarray, im: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
