@@ -137,7 +137,7 @@ def job_evaluate(work: Path) -> dict:
 
 def job_search(work: Path, batches: int, nlist: int, candidates: list[int], nprobes: list[int]) -> dict:
     from order_embedding.api import encode_sentences
-    from order_embedding.index import Index, build_ann
+    from order_embedding.index import BOUNDS, Index, build_ann
 
     index = Index(work / "index")
     rng = np.random.default_rng(2)
@@ -172,8 +172,8 @@ def job_search(work: Path, batches: int, nlist: int, candidates: list[int], npro
             from order_embedding.bounds import order_topk_bounded
 
             stats: dict = {}
-            order_topk_bounded(q[:100], index.embeddings(), index._bounds, index.meta["bounds"]["step"], 10,
-                               stats=stats)
+            bounds = np.load(index.path / BOUNDS, mmap_mode="r", allow_pickle=False)
+            order_topk_bounded(q[:100], index.embeddings(), bounds, index.meta["bounds"]["step"], 10, stats=stats)
             report["bounded_scored_fraction"] = stats["scored_pairs"] / stats["pairs"]
             report["bounded_equals_full_scan"] = bool(np.array_equal(found["bounded"][0], found["full_scan"][0])
                                                       and np.array_equal(found["bounded"][1], found["full_scan"][1]))

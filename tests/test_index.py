@@ -84,12 +84,16 @@ def test_cosine_topk_across_blocks_keeps_global_best(tmp_path):
     np.testing.assert_array_equal(i, brute_force(s, im, "cosine", 40)[1])
 
 
+def ann_index(tmp_path, n, **ann):
+    """A float32 index of ``n`` images with a FAISS candidate index built with ``ann``."""
+    make_features(tmp_path / "f.npy", n=n)
+    out = build_index(make_run(tmp_path / "run"), tmp_path / "f.npy", tmp_path / "idx", dtype="float32")
+    build_ann(out, **ann)
+    return out, Index(out)
+
+
 def test_approximate_search_reranks_faiss_candidates_exactly(tmp_path):
-    run = make_run(tmp_path / "run")
-    make_features(tmp_path / "f.npy", n=400)
-    out = build_index(run, tmp_path / "f.npy", tmp_path / "idx", dtype="float32")
-    build_ann(out, kind="ivf", nlist=8)
-    index = Index(out)
+    out, index = ann_index(tmp_path, 400, kind="ivf", nlist=8)
     exact = index.search(QUERIES, k=5)
     # every list probed and every image a candidate: the re-ranking alone decides, so it is exact
     full = index.search(QUERIES, k=5, approximate=True, candidates=400, nprobe=8)
@@ -107,11 +111,7 @@ def test_approximate_search_reranks_faiss_candidates_exactly(tmp_path):
 
 
 def test_hnsw_candidates(tmp_path):
-    run = make_run(tmp_path / "run")
-    make_features(tmp_path / "f.npy", n=200)
-    out = build_index(run, tmp_path / "f.npy", tmp_path / "idx", dtype="float32")
-    build_ann(out, kind="hnsw", hnsw_m=8)
-    index = Index(out)
+    _, index = ann_index(tmp_path, 200, kind="hnsw", hnsw_m=8)
     exact = index.search(QUERIES, k=3)
     approx = index.search(QUERIES, k=3, approximate=True, candidates=200, nprobe=400)
     np.testing.assert_array_equal(approx[1], exact[1])

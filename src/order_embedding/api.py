@@ -149,7 +149,7 @@ def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.
         return split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
-    return images_from_files(model, image_paths(split.image_files, split.image_root), verbose)
+    return image_input(model, image_paths(split.image_files, split.image_root), verbose)
 
 
 def check_image_files(model: LoadedModel, paths: Sequence[str | os.PathLike]) -> None:
@@ -166,6 +166,11 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
     """The input :func:`encode_images` takes for image files under a pixel model: evaluation crops decoded
     per batch (torchvision backbones) or resized pixels (the small CNN)."""
     check_image_files(model, paths)
+    return image_input(model, paths, verbose)
+
+
+def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
+    """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
     if is_torchvision_backbone(model.config.backbone):
         return ImageFiles(paths, model.config.backbone_options)
     size = int(model.config.backbone_options.get("image_size", 64))

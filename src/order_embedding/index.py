@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs
-from .api import LoadedModel, check_image_files, encode_images, encode_sentences, images_from_files, load_model
+from .api import LoadedModel, check_image_files, encode_images, encode_sentences, image_input, load_model
 
 EMBEDDINGS = "embeddings.npy"
 META = "index.json"
@@ -225,7 +225,7 @@ class _ImageBlocks:
         self.shape = (len(paths),)
 
     def __getitem__(self, key: slice):
-        return images_from_files(self.model, self.paths[key])
+        return image_input(self.model, self.paths[key])
 
 
 def _write_bounds(folder: Path, verbose: bool) -> dict:
@@ -320,6 +320,7 @@ class Index:
         self._ann = None
         self._mmap: np.ndarray | None = None
         self._bounds: np.ndarray | None = None
+        self._files: list[str] | None = None
         if "bounds" in meta:
             from .bounds import padded_dim
 
@@ -349,13 +350,13 @@ class Index:
         return self._model
 
     def image_files(self) -> list[str] | None:
-        """The image file of each row, for indexes built from image files (else None)."""
-        if not (self.path / FILES).is_file():
-            return None
-        files = (self.path / FILES).read_text(encoding="utf-8").splitlines()
-        if len(files) != len(self):
-            raise IndexFileError(f"{self.path / FILES}: {len(files)} lines for {len(self)} images")
-        return files
+        """The image file of each row, for indexes built from image files (else None); read once."""
+        if self._files is None and (self.path / FILES).is_file():
+            files = (self.path / FILES).read_text(encoding="utf-8").splitlines()
+            if len(files) != len(self):
+                raise IndexFileError(f"{self.path / FILES}: {len(files)} lines for {len(self)} images")
+            self._files = files
+        return self._files
 
     def embeddings(self) -> np.ndarray:
         """The stored embeddings as a read-only memory map (for random row access)."""

@@ -172,41 +172,11 @@ def _tile(s: np.ndarray, a: int, ra: int, im: np.ndarray, b: int, rb: int, out: 
     Always 4 x 4 pairs are summed (missing rows repeat the last one and are not
     written), so every entry, wherever it lies, is the same sequence of operations.
     """
-    (c00, c01, c02, c03, c10, c11, c12, c13,
-     c20, c21, c22, c23, c30, c31, c32, c33) = _tile_rows(s, a, a + min(1, ra - 1), a + min(2, ra - 1),
-                                                          a + min(3, ra - 1), im, b, b + min(1, rb - 1),
-                                                          b + min(2, rb - 1), b + min(3, rb - 1))
-    out[a, ob] = c00
-    if rb > 1:
-        out[a, ob + 1] = c01
-    if rb > 2:
-        out[a, ob + 2] = c02
-    if rb > 3:
-        out[a, ob + 3] = c03
-    if ra > 1:
-        out[a + 1, ob] = c10
-        if rb > 1:
-            out[a + 1, ob + 1] = c11
-        if rb > 2:
-            out[a + 1, ob + 2] = c12
-        if rb > 3:
-            out[a + 1, ob + 3] = c13
-    if ra > 2:
-        out[a + 2, ob] = c20
-        if rb > 1:
-            out[a + 2, ob + 1] = c21
-        if rb > 2:
-            out[a + 2, ob + 2] = c22
-        if rb > 3:
-            out[a + 2, ob + 3] = c23
-    if ra > 3:
-        out[a + 3, ob] = c30
-        if rb > 1:
-            out[a + 3, ob + 1] = c31
-        if rb > 2:
-            out[a + 3, ob + 2] = c32
-        if rb > 3:
-            out[a + 3, ob + 3] = c33
+    sums = _tile_rows(s, a, a + min(1, ra - 1), a + min(2, ra - 1), a + min(3, ra - 1),
+                      im, b, b + min(1, rb - 1), b + min(2, rb - 1), b + min(3, rb - 1))
+    for r in range(ra):
+        for c in range(rb):
+            out[a + r, ob + c] = sums[4 * r + c]
 
 
 @njit(fastmath=_FASTMATH, parallel=True, boundscheck=False, cache=True)

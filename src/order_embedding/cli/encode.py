@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..api import encode_images, images_from_files, load_model
-from ..index import encode_captions_file
+from ..index import encode_captions_file, read_caption_chunks
 from ..runs import atomic_write
 
 
@@ -32,16 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_captions(path: Path) -> list[str]:
     """Lines of a UTF-8 text file (captions, or image paths); empty lines and bad encodings are errors naming the line."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line} is not UTF-8") from None
-    lines = text.splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            raise ValueError(f"{path}: line {i} is empty")
-    return lines
+    return [line for chunk in read_caption_chunks(path) for line in chunk]
+
+
+def image_list(path: Path, root: Path | None) -> list[Path]:
+    """The image files listed in ``path``, one per line, relative to ``root`` (default: the list's folder)."""
+    return [(root if root is not None else path.parent) / line for line in read_captions(path)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}: {n} x {dim}")
         return 0
     if args.images is not None:
-        root = args.image_root if args.image_root is not None else args.images.parent
-        features = images_from_files(model, [root / line for line in read_captions(args.images)], verbose=True)
+        features = images_from_files(model, image_list(args.images, args.image_root), verbose=True)
     else:
         features = np.load(args.features, mmap_mode="r", allow_pickle=False)
     out = encode_images(model, features, verbose=True, batch_size=args.batch_size)

@@ -52,10 +52,9 @@ def run_build(args: argparse.Namespace) -> int:
     model = load_model(args.run, device=args.device or "cpu")
     features, images = args.features, None
     if args.images is not None:
-        from .encode import read_captions
+        from .encode import image_list
 
-        root = args.image_root if args.image_root is not None else args.images.parent
-        images = [root / line for line in read_captions(args.images)]
+        images = image_list(args.images, args.image_root)
     elif args.split is not None:
         data = args.data or model.train.get("data")
         if not isinstance(data, str):
