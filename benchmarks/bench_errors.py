@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numba
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + note)
     print(f"  load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(other processes on these cores slow every timing below)")
-    print(f"  numba {kernels.numba.__version__} threads {kernels.numba.get_num_threads()}, "
+    print(f"  numba {numba.__version__} threads {numba.get_num_threads()}, "
           f"torch {torch.__version__} threads {torch.get_num_threads()}")
     print(f"  peak RSS after imports: {peak_rss_mb():.0f} MB")
 
@@ -407,7 +408,7 @@ def gpu_limit(args: argparse.Namespace, elements: int) -> tuple[float | None, st
 
 def cuda_kernel_part(args: argparse.Namespace) -> None:
     """Time the Triton kernels against the GPU's arithmetic limit and the torch broadcast, same shape and run."""
-    from order_embedding import cuda_kernels
+    from order_embedding.kernels import cuda as cuda_kernels
 
     if not cuda_kernels.available():
         print("  Triton is not importable: the CUDA kernels are not timed")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from order_embedding import features
+from order_embedding.vision import features
 
 
 def crops_per_second(net: torch.nn.Module, batch: int, device: torch.device, amp: bool, seconds: float) -> float:

@@ -19,8 +19,19 @@ import time
 import numpy as np
 import torch
 
-from order_embedding.hypernym import HypernymConfig, adam_optimizer, closure_baseline, labelled, train_step
-from order_embedding.wordnet import DEFAULT_WORDNET_DIR, build_dataset, corrupt_edges, read_wordnet
+from order_embedding.hypernym.experiment import (
+    HypernymConfig,
+    adam_optimizer,
+    closure_baseline,
+    labelled,
+    train_step,
+)
+from order_embedding.hypernym.wordnet import (
+    DEFAULT_WORDNET_DIR,
+    build_dataset,
+    corrupt_edges,
+    read_wordnet,
+)
 
 
 def main() -> None:

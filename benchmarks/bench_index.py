@@ -69,7 +69,7 @@ def make_run(path: Path, dim_image: int, dim: int, dim_word: int, seed: int = 0)
 
 def make_features(path: Path, n: int, dim: int, clusters: int = 2000, block: int = 65536, seed: int = 0) -> Path:
     """Clustered, L2-normalised feature rows written block by block."""
-    from order_embedding.index import NpyWriter
+    from order_embedding.data.npy import NpyWriter
 
     if path.is_file():
         return path
@@ -111,8 +111,7 @@ def job_build(work: Path) -> dict:
 
 
 def job_captions(work: Path, dim: int, dim_word: int) -> dict:
-    from order_embedding.api import load_model
-    from order_embedding.index import encode_captions_file
+    from order_embedding.inference import encode_captions_file, load_model
 
     model = load_model(work / f"run_captions_{dim}_{dim_word}", device="cpu")
     t = time.perf_counter()
@@ -136,8 +135,8 @@ def job_evaluate(work: Path) -> dict:
 
 
 def job_search(work: Path, batches: int, nlist: int, candidates: list[int], nprobes: list[int]) -> dict:
-    from order_embedding.api import encode_sentences
     from order_embedding.index import BOUNDS, Index, build_ann
+    from order_embedding.inference import encode_sentences
 
     index = Index(work / "index")
     rng = np.random.default_rng(2)
@@ -169,7 +168,7 @@ def job_search(work: Path, batches: int, nlist: int, candidates: list[int], npro
         exact[name] = found["full_scan"][1]
         report["exact_seconds_per_100"] = report.get("bounded_seconds_per_100", report["full_scan_seconds_per_100"])
         if "bounded" in found:
-            from order_embedding.bounds import order_topk_bounded
+            from order_embedding.kernels.bounds import order_topk_bounded
 
             stats: dict = {}
             bounds = np.load(index.path / BOUNDS, mmap_mode="r", allow_pickle=False)

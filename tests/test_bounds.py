@@ -3,13 +3,11 @@ import json
 
 import numpy as np
 import pytest
-
-from order_embedding import bounds
-from order_embedding.api import encode_sentences
-from order_embedding.index import BOUNDS, META, Index, IndexFileError, build_index
-from order_embedding.kernels import order_topk
-
 from test_index import QUERIES, make_features, make_run
+
+from order_embedding.index import BOUNDS, META, Index, IndexFileError, build_index
+from order_embedding.inference import encode_sentences
+from order_embedding.kernels import bounds, order_topk
 
 needs_vnni = pytest.mark.skipif(not bounds.supported(), reason="the bound kernel needs AVX-512 BW and VNNI")
 

@@ -16,13 +16,13 @@ import torch
 
 pytest.importorskip("triton")
 
-from order_embedding import cuda_kernels  # noqa: E402
+from order_embedding.kernels import cuda as cuda_kernels  # noqa: E402
 
 RUN_KERNELS = r"""
 import sys
 import numpy as np
 import torch
-from order_embedding import cuda_kernels as ck
+from order_embedding.kernels import cuda as ck
 
 torch.set_num_threads(1)
 inp = dict(np.load(sys.argv[1]))
@@ -63,7 +63,7 @@ sys.modules["triton"] = None  # importing triton now fails
 import torch
 import order_embedding
 from order_embedding import kernels
-from order_embedding import cuda_kernels
+from order_embedding.kernels import cuda as cuda_kernels
 try:
     cuda_kernels.order_error_matrix_cuda(torch.ones(2, 3), torch.ones(2, 3))
     message = None

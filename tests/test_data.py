@@ -443,7 +443,7 @@ def test_load_split_by_name_under_data_root(tmp_path, monkeypatch):
 
 
 def test_chunked_scans_see_every_row(tmp_path, monkeypatch):
-    import order_embedding.data as data
+    import order_embedding.data.splits as data
 
     monkeypatch.setattr(data, "_SCAN_ROWS", 4)
     feats = _features(6)

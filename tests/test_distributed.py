@@ -1,7 +1,6 @@
 """Two gloo processes on a global batch against one process on the same batch."""
 import multiprocessing
 import os
-import socket
 
 import numpy as np
 import torch
@@ -11,7 +10,10 @@ from order_embedding import distributed, runs
 from order_embedding.batching import pad_batch
 from order_embedding.loss import contrastive_loss
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
-from order_embedding.train import clip_gradients, trainer
+from helpers import free_port
+
+from order_embedding.optim import clip_gradients
+from order_embedding.train import trainer
 
 CONFIG = ModelConfig(n_words=20, dim_word=6, dim=8, dim_image=12)
 TOL = 1e-5
@@ -21,12 +23,6 @@ def run_processes(fn, *args, world: int = 2) -> None:
     """``fn(rank, world, *args)`` in ``world`` processes forked from one server that imported the package once."""
     multiprocessing.set_forkserver_preload(["torch", "order_embedding.train", __name__])
     mp.start_processes(fn, args=(world, *args), nprocs=world, join=True, start_method="forkserver")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def join_group(rank: int, world: int, port: int) -> distributed.Context:

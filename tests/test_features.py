@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_prepare import write_image_dataset
 
-from order_embedding import features as F
-from order_embedding.backbones import IMAGENET_MEAN, IMAGENET_STD, torchvision_features
+from order_embedding.backbones import torchvision_features
 from order_embedding.cli import main
 from order_embedding.data import load_split
-from order_embedding.images import eval_crops
-from order_embedding.prepare import prepare
-
-from test_prepare import write_image_dataset
+from order_embedding.data.prepare import prepare
+from order_embedding.vision import features as F
+from order_embedding.vision.images import IMAGENET_MEAN, IMAGENET_STD, eval_crops
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -165,8 +164,8 @@ def test_vgg19_fc7_and_resnet152_pool_at_224(tmp_path: Path) -> None:
 
 
 def test_weights_file_and_errors(data: Path, tmp_path: Path) -> None:
-    from safetensors.torch import save_file
     import torchvision
+    from safetensors.torch import save_file
 
     torch.manual_seed(5)
     full = torchvision.models.resnet18()

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_features import standardise, ten_crops_by_hand
+from test_prepare import write_image_dataset
 
-from order_embedding import api, runs, train
+from order_embedding import inference as api
+from order_embedding import runs, train
 from order_embedding.backbones import torchvision_features
 from order_embedding.cli import main
 from order_embedding.data import load_split
+from order_embedding.data.prepare import prepare
 from order_embedding.evaluation import ranking_eval_5fold
-from order_embedding.images import BackboneImageSource, image_paths
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
-from order_embedding.prepare import prepare
+from order_embedding.vision.images import BackboneImageSource, image_paths
 from order_embedding.vocab import Vocabulary
-
-from test_features import standardise, ten_crops_by_hand
-from test_prepare import write_image_dataset
 
 TINY = dict(dim=16, dim_word=8, batch_size=4, max_epochs=2, dispFreq=1, validFreq=3, verbose=False)
 LOADER = {"weights": "none", "image_size": 32, "resize_size": 40, "crops": 10}

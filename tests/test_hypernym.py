@@ -12,7 +12,7 @@ from wordnet_files import TINY, write_wordnet
 
 from order_embedding import runs
 from order_embedding.cli import main
-from order_embedding.hypernym import (
+from order_embedding.hypernym.experiment import (
     HypernymConfig,
     accuracy_at,
     best_threshold,
@@ -25,7 +25,11 @@ from order_embedding.hypernym import (
     run_experiment,
     train_step,
 )
-from order_embedding.wordnet import HypernymDataset, build_dataset, read_wordnet
+from order_embedding.hypernym.wordnet import (
+    HypernymDataset,
+    build_dataset,
+    read_wordnet,
+)
 
 WORDNET = Path("/usr/share/wordnet")
 

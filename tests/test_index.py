@@ -6,10 +6,22 @@ import pytest
 import torch
 
 from order_embedding import runs
-from order_embedding.api import encode_images, encode_sentences, load_model
 from order_embedding.cli import main
-from order_embedding.index import (EMBEDDINGS, META, Index, IndexFileError, NpyRows, build_ann, build_index,
-                                   encode_captions_file)
+from order_embedding.data.npy import NpyFileError, NpyRows
+from order_embedding.index import (
+    EMBEDDINGS,
+    META,
+    Index,
+    IndexFileError,
+    build_ann,
+    build_index,
+)
+from order_embedding.inference import (
+    encode_captions_file,
+    encode_images,
+    encode_sentences,
+    load_model,
+)
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
 from order_embedding.vocab import Vocabulary
 
@@ -70,7 +82,7 @@ def test_build_and_exact_search_match_brute_force(tmp_path, method, dtype):
 
 
 def test_cosine_topk_across_blocks_keeps_global_best(tmp_path):
-    from order_embedding.index import cosine_topk
+    from order_embedding.kernels import cosine_topk
 
     rng = np.random.default_rng(4)
     s, im = rng.standard_normal((9, 5)).astype(np.float32), rng.standard_normal((1000, 5)).astype(np.float32)
@@ -126,12 +138,12 @@ def test_npy_rows_reads_slices(tmp_path):
     np.testing.assert_array_equal(rows[10:40], x[10:])
     assert rows[5:5].shape == (0, 5)
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    with pytest.raises(IndexFileError, match="bad.npy"):
+    with pytest.raises(NpyFileError, match="bad.npy"):
         NpyRows(tmp_path / "bad.npy")
     np.save(tmp_path / "cut.npy", x)
     data = (tmp_path / "cut.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[:-10])
-    with pytest.raises(IndexFileError, match="truncated"):
+    with pytest.raises(NpyFileError, match="truncated"):
         NpyRows(tmp_path / "cut.npy")
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from order_embedding import api, legacy, runs
+from order_embedding import inference as api
+from order_embedding import legacy, runs
 from order_embedding.batching import pad_batch
 from order_embedding.cli import main
 from order_embedding.legacy import LegacySnapshotError, UnsafePickleError

@@ -40,7 +40,7 @@ def test_measures_keep_type_and_match_formula():
     assert isinstance(c, torch.Tensor)
     np.testing.assert_allclose(c.numpy(), -(s @ im.T), rtol=1e-6)
     with pytest.raises(ValueError, match="unknown measure"):
-        measures.errors_for("euclid")
+        measures.measure("euclid")
 
 
 @pytest.mark.parametrize("measure,margin", [("order", 0.05), ("cosine", 0.2)])

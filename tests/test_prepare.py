@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from order_embedding.cli import main
 from order_embedding.data import DataError, load_split
-from order_embedding.prepare import MISSING, prepare
+from order_embedding.data.prepare import MISSING, prepare
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
 SIZES = [(48, 40), (40, 56), (64, 48)]

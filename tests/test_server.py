@@ -21,9 +21,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from order_embedding import runs
-from order_embedding.api import encode_images, encode_sentences, load_model
 from order_embedding.cli import build_parser
 from order_embedding.data import load_split
+from order_embedding.inference import encode_images, encode_sentences, load_model
 from order_embedding.server import create_app
 from order_embedding.server.store import MAX_K, MAX_QUERY_CHARS, RunStore
 from order_embedding.train import trainer

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from order_embedding import shapes
+from order_embedding.data import shapes
 
 SIZE = 64
 N_TRAIN, N_DEV, N_TEST = 60, 20, 40

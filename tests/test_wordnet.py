@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from wordnet_files import TINY, TINY_CLOSURE, TINY_EDGES, TINY_NAMES, write_wordnet
 
-from order_embedding.wordnet import (
+from order_embedding.hypernym.wordnet import (
     WordNetError,
     build_dataset,
     contains_edges,

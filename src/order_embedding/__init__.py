@@ -1,7 +1,13 @@
 """Order-embeddings of images and language (Vendrov et al., ICLR 2016) in PyTorch."""
 
-from .api import compute_errors, encode_images, encode_sentences, images_from_files, load_model
 from .evaluation import i2t, ranking_eval_5fold, t2i
+from .inference import (
+    compute_errors,
+    encode_images,
+    encode_sentences,
+    images_from_files,
+    load_model,
+)
 from .loss import contrastive_loss
 from .measures import cosine_errors, order_errors
 

@@ -60,10 +60,6 @@ TORCHVISION_DIMS: dict[str, int] = {
     "resnet152": 2048,
 }
 
-#: The ImageNet pixel statistics the torchvision networks were trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 _random_init_depth = [0]
 
 

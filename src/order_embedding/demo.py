@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from . import runs
-from .api import LoadedModel, encode_sentences, load_model
 from .data import load_split
+from .data.shapes import generate_shapes, hierarchy_pairs
 from .evaluation import evaluate_split
+from .inference import LoadedModel, encode_sentences, load_model
 from .measures import paired_errors
 from .report import results_table, rounded
-from .shapes import generate_shapes, hierarchy_pairs
 from .train import trainer
 
 #: Demo scale: training and dev images, and epochs. The test split has 1,000 images.

@@ -11,6 +11,10 @@ from typing import Callable
 
 import numpy as np
 
+from .data import load_split, resolve_data_dir
+from .inference import encode_split
+from .measures import measure
+
 Metrics = dict[str, float]
 
 #: Error-matrix elements computed at once when evaluating large splits blockwise.
@@ -132,16 +136,12 @@ def embedding_ranks(
 
 def evaluate_embeddings(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str) -> dict[str, Metrics]:
     """Both directions' metrics from caption and image embeddings under a measure name."""
-    from .measures import errors_for
-
-    r_t2i, r_i2t = embedding_ranks(s, im, cap2img, errors_for(method))
+    r_t2i, r_i2t = embedding_ranks(s, im, cap2img, measure(method).errors)
     return {"t2i": recall_metrics(r_t2i), "i2t": recall_metrics(r_i2t)}
 
 
 def evaluate_split(model, split, verbose: bool = False) -> dict[str, Metrics]:
     """Both directions' metrics of a loaded model on a whole :class:`~order_embedding.data.Split`."""
-    from .api import encode_split
-
     s, im = encode_split(model, split, verbose)
     return evaluate_embeddings(s, im, split.cap2img, model.config.method)
 
@@ -166,8 +166,6 @@ def ranking_eval_5fold(
     ``data`` and ``cnn`` default to the ones the model was trained with. Returns
     ``{"t2i": metrics, "i2t": metrics, "folds": [per-fold results]}``.
     """
-    from .data import load_split, resolve_data_dir
-
     data = data or model.train.get("data")
     if not data:
         raise ValueError("no dataset given and the model does not record one; pass data=PATH")
@@ -192,9 +190,7 @@ def retrieval_lists(
     block_elements: int = BLOCK_ELEMENTS,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks."""
-    from .measures import errors_for
-
-    errors = errors_for(method)
+    errors = measure(method).errors
     cap2img = np.asarray(cap2img, dtype=np.int64)
     rows = max(1, block_elements // max(1, len(im)))
     t_ranks, t_idx, t_err = [], [], []

@@ -1,4 +1,7 @@
-"""The original project's plain API: load a model, encode sentences and images, compute errors."""
+"""Using a trained model: load it (a run folder or an original snapshot), encode sentences and images, compute errors.
+
+These are the original project's plain names; :mod:`order_embedding` exports them.
+"""
 from __future__ import annotations
 
 import os
@@ -14,9 +17,11 @@ from . import runs
 from .backbones import is_torchvision_backbone, random_init
 from .batching import pad_batch
 from .data import Split
-from .images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
-from .measures import errors_for
+from .data.npy import DTYPES, NpyWriter
+from .data.text import CAPTION_CHUNK, count_captions, read_caption_chunks
+from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
+from .vision.images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -187,4 +192,30 @@ def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tup
 
 def compute_errors(model: LoadedModel, s: np.ndarray, im: np.ndarray) -> np.ndarray:
     """Captions x images error matrix: order-violation penalty, or minus the dot product for the symmetric model."""
-    return errors_for(model.config.method)(np.asarray(s, np.float32), np.asarray(im, np.float32))
+    return measure(model.config.method).errors(np.asarray(s, np.float32), np.asarray(im, np.float32))
+
+
+def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: str | os.PathLike,
+                         dtype: str = "float32", chunk: int = CAPTION_CHUNK, batch_size: int = 128,
+                         verbose: bool = False) -> tuple[int, int]:
+    """Embed every line of a caption file into an ``.npy`` (written atomically), a chunk of lines at a time.
+
+    Memory stays bounded by the chunk, whatever the number of captions. Returns the shape.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    out = Path(out)
+    n = count_captions(captions)  # a first pass finds bad lines before any work
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    writer = NpyWriter(tmp, (n, model.config.dim), dtype)
+    try:
+        with tqdm(total=n, desc="captions", unit="caption", disable=not verbose) as bar:
+            for lines in read_caption_chunks(captions, chunk):
+                writer.write(encode_sentences(model, lines, batch_size=batch_size))
+                bar.update(len(lines))
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n, model.config.dim

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .measures import MEASURES
 from .model import ModelConfig
 from .vocab import EOS, UNK, Vocabulary
 
@@ -200,8 +201,8 @@ def _model_config(options: dict[str, Any], pkl_path: Path) -> ModelConfig:
         raise LegacySnapshotError(f"{pkl_path}: options lack {', '.join(missing)}")
     if options["encoder"] != "gru":
         raise LegacySnapshotError(f"{pkl_path}: encoder {options['encoder']!r} is not supported (only 'gru')")
-    if options["method"] not in ("order", "cosine"):
-        raise LegacySnapshotError(f"{pkl_path}: method {options['method']!r} is not supported (only 'order' or 'cosine')")
+    if options["method"] not in MEASURES:
+        raise LegacySnapshotError(f"{pkl_path}: method {options['method']!r} is not supported (only {', '.join(MEASURES)})")
     if options["abs"] not in (True, False):
         raise LegacySnapshotError(f"{pkl_path}: option abs must be true or false, got {options['abs']!r}")
     return ModelConfig(

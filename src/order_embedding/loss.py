@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .measures import errors_for
+from . import measures
 
 
 def contrastive_loss(
@@ -21,7 +21,7 @@ def contrastive_loss(
     """
     if s.shape != im.shape:
         raise ValueError(f"caption and image batches differ in shape: {tuple(s.shape)} vs {tuple(im.shape)}")
-    errors = errors_for(measure)(s, im)
+    errors = measures.measure(measure).errors(s, im)
     diagonal = errors.diagonal()
     off = ~torch.eye(errors.shape[0], dtype=torch.bool, device=errors.device)
     cost_im = (margin - errors + diagonal.view(-1, 1)).clamp(min=0) * off

@@ -5,10 +5,13 @@ Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 """
 from __future__ import annotations
 
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
+
+from .kernels import cosine_topk, order_error_grads, order_error_matrix, order_topk
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -28,15 +31,11 @@ class _OrderErrorMatrix(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-        from .kernels import order_error_matrix
-
         ctx.save_for_backward(s, im)
         return torch.from_numpy(order_error_matrix(s.detach().numpy(), im.detach().numpy()))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .kernels import order_error_grads
-
         s, im = ctx.saved_tensors
         grad_s, grad_im = order_error_grads(s.detach().numpy(), im.detach().numpy(), grad.detach().numpy())
         return torch.from_numpy(grad_s), torch.from_numpy(grad_im)
@@ -53,8 +52,6 @@ def order_errors(s: Array, im: Array) -> Array:
     kernels both ways, other devices and dtypes through broadcasting.
     """
     if isinstance(s, np.ndarray):
-        from .kernels import order_error_matrix
-
         return order_error_matrix(s, im)
     if s.requires_grad or im.requires_grad:
         if _kernel_ready(s) and _kernel_ready(im) and torch.is_grad_enabled():
@@ -71,20 +68,57 @@ def cosine_errors(s: Array, im: Array) -> Array:
     return -(s @ im.T)
 
 
-MEASURES = {"order": order_errors, "cosine": cosine_errors}
+def cosine_paired(s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """Row-wise symmetric-baseline errors ``-(s[a] . im[a])`` of aligned rows (differentiable)."""
+    return -(s * im).sum(-1)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One of the paper's measures, everything that depends on it in one place.
+
+    ``errors(s, im)``: the captions x images error matrix (NumPy or torch);
+    ``paired(s, im)``: row-wise errors of aligned torch rows; ``topk(s, im, k)``: each
+    query's ``k`` smallest errors and their image indices, streaming ``im`` in blocks;
+    ``label``: the paper's name for the model that uses it.
+    """
+
+    name: str
+    label: str
+    errors: Callable[[Array, Array], Array]
+    paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    topk: Callable[[np.ndarray, object, int], tuple[np.ndarray, np.ndarray]]
+
+
+#: The measures by the name that configs and run folders record (``method``).
+MEASURES: dict[str, Measure] = {
+    "order": Measure("order", "order", order_errors, order_violation, order_topk),
+    "cosine": Measure("cosine", "symmetric", cosine_errors, cosine_paired, cosine_topk),
+}
+
+
+def measure(name: str) -> Measure:
+    """The measure called ``name`` (``order`` or ``cosine``); any other name is a one-line error."""
+    try:
+        return MEASURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown measure {name!r}; choose one of {sorted(MEASURES)}") from None
 
 
 def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
     """Row-wise errors of aligned rows ``s[a]`` against ``im[a]`` under a measure name."""
-    if method == "order":
-        return order_violation(s, im)
-    errors_for(method)
-    return -(s * im).sum(-1)
+    return measure(method).paired(s, im)
 
 
-def errors_for(method: str):
-    """The error-matrix function for a measure name (``order`` or ``cosine``)."""
-    try:
-        return MEASURES[method]
-    except KeyError:
-        raise ValueError(f"unknown measure {method!r}; choose one of {sorted(MEASURES)}") from None
+def exact_topk(s: np.ndarray, im, method: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(errors, indices)`` of each query's ``k`` best images under a measure, streaming ``im`` in blocks.
+
+    Ascending errors, ties to the lower image index; ``im`` is any 2-D array-like
+    (an ``.npy`` read by rows, a memory map).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    s = np.asarray(s, dtype=np.float32)
+    if s.ndim != 2 or s.shape[1] != im.shape[1]:
+        raise ValueError(f"queries of shape {s.shape} do not match {im.shape[1]}-d images")
+    return measure(method).topk(s, im, int(k))

@@ -9,6 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .measures import measure
+
 
 @dataclass
 class ModelConfig:
@@ -27,8 +29,7 @@ class ModelConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in ("order", "cosine"):
-            raise ValueError(f"method must be 'order' or 'cosine', not {self.method!r}")
+        measure(self.method)
         if self.encoder != "gru":
             raise ValueError(f"encoder {self.encoder!r} is not supported (only 'gru')")
         for name in ("n_words", "dim_word", "dim", "dim_image"):

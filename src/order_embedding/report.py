@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .measures import measure
+
 Metrics = dict[str, float]
 
 
 def model_label(method: str) -> str:
     """The paper's name of a model by its measure."""
-    return "order" if method == "order" else "symmetric"
+    return measure(method).label
 
 
 def results_table(rows: dict[str, dict[str, Metrics]], title: str = "") -> str:

@@ -17,14 +17,22 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
-from .api import LoadedModel, default_device, encode_images, encode_sentences, load_model, split_images
+from .backbones import is_torchvision_backbone
 from .batching import epoch_batches, pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
-from .backbones import is_torchvision_backbone
-from .images import BackboneImageSource, FeatureSource, PixelSource, image_paths
+from .inference import (
+    LoadedModel,
+    default_device,
+    encode_images,
+    encode_sentences,
+    load_model,
+    split_images,
+)
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
+from .optim import clip_gradients, make_optimizer
+from .vision.images import BackboneImageSource, FeatureSource, PixelSource, image_paths
 from .vocab import Vocabulary
 
 #: The original driver's shared defaults (section 3 of the reference), plus this project's options.
@@ -82,8 +90,8 @@ def make_options(preset: str | None = None, **kwargs: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}")
     options = {**DEFAULTS, **(PRESETS[preset] if preset else {}), **kwargs}
-    if options["optimizer"] != "adam":
-        raise ValueError(f"optimizer {options['optimizer']!r} is not supported (only 'adam')")
+    if options["optimizer"] not in ("adam", "adam_original"):
+        raise ValueError(f"optimizer {options['optimizer']!r} is not supported (only 'adam' or 'adam_original')")
     if options["clip_mode"] not in ("tensor", "global"):
         raise ValueError(f"clip_mode must be 'tensor' or 'global', not {options['clip_mode']!r}")
     for key in ("batch_size", "max_epochs", "dispFreq", "validFreq"):
@@ -107,20 +115,6 @@ def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: flo
     if tuned:
         groups.append({"params": tuned, "lr": float(backbone_lrate)})
     return groups
-
-
-def clip_gradients(parameters: list[torch.nn.Parameter], grad_clip: float, mode: str = "tensor") -> None:
-    """Rescale gradients: each tensor to norm ``grad_clip`` at most (the original), or by one global norm."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if grad_clip <= 0 or not grads:
-        return
-    if mode == "global":
-        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-        return
-    for g in grads:
-        norm = g.norm()
-        if norm > grad_clip:
-            g.mul_(grad_clip / norm)
 
 
 def image_source(split: Split, options: dict[str, Any], verbose: bool):
@@ -206,7 +200,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
     params = [p for g in groups for p in g["params"]]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
-    optimizer = torch.optim.Adam(groups, lr=opt["lrate"], betas=(0.9, 0.999), eps=1e-8)
+    optimizer = make_optimizer(opt["optimizer"], groups, opt["lrate"])
     model = LoadedModel(net, vocab, {k: v for k, v in opt.items() if k not in ("verbose", "device", "resume")}, run_dir)
     dev_images = split_images(model, dev)
 

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import encode_images, images_from_files, load_model
-from ..index import encode_captions_file, read_caption_chunks
+from ..data.text import read_caption_chunks
+from ..inference import (
+    encode_captions_file,
+    encode_images,
+    images_from_files,
+    load_model,
+)
 from ..runs import atomic_write
 
 

@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..api import encode_split, load_model
 from ..data import load_split, resolve_data_dir
 from ..evaluation import ranking_eval_5fold, retrieval_lists
+from ..inference import encode_split, load_model
 from ..report import model_label, results_table, rounded
 from ..runs import atomic_write
 

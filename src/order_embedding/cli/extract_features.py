@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..features import CNNS, extract_features
+from ..vision.features import CNNS, extract_features
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,12 @@ from pathlib import Path
 import torch
 
 from ..hypernym import HypernymConfig, format_results, run_experiment, write_json
-from ..wordnet import DEFAULT_WORDNET_DIR, build_dataset, find_wordnet_dir, read_wordnet
+from ..hypernym.wordnet import (
+    DEFAULT_WORDNET_DIR,
+    build_dataset,
+    find_wordnet_dir,
+    read_wordnet,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Iterable, Sequence
 
-from ..api import load_model, split_images
+import numpy as np
+
 from ..data import load_split, resolve_data_dir
-from ..images import image_paths
-from ..index import DTYPES, Index, build_ann, build_index, format_results
+from ..index import DTYPES, Index, build_ann, build_index
+from ..inference import load_model, split_images
+from ..vision.images import image_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,3 +101,13 @@ def run_search(args: argparse.Namespace) -> int:
             shown = f"  {hit['file']}" if "file" in hit else ""
             print(f"  {rank:3d}  image {hit['image']:>9d}  error {hit['error']:.6f}{shown}")
     return 0
+
+
+def format_results(sentences: Iterable[str], errors: np.ndarray, indices: np.ndarray,
+                   files: Sequence[str] | None = None) -> list[dict]:
+    """JSON-ready search results: per query, its images (with their files, when known) and errors in ranked order."""
+    def hit(e: float, i: int) -> dict:
+        return {"image": int(i), "error": float(e), **({"file": files[int(i)]} if files is not None else {})}
+
+    return [{"query": q, "results": [hit(e, i) for e, i in zip(er, ix) if i >= 0]}
+            for q, er, ix in zip(sentences, errors, indices)]

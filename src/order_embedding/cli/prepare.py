@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..prepare import prepare
+from ..data.prepare import prepare
 
 
 def register(sub: argparse._SubParsersAction) -> None:

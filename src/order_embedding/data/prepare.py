@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import DataError, Split, load_split
-from .runs import atomic_write
+from ..runs import atomic_write
+from .splits import DataError, Split, load_split
 
 #: The splits written, and the Karpathy splits each is made of (data.py folds restval into train).
 SPLITS = ("train", "dev", "test")

@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .runs import atomic_write
+from ..runs import atomic_write
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 #: Colour names and their RGB values.

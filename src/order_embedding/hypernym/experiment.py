@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
-from .measures import order_violation
+from .. import runs
+from ..measures import order_violation
 from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
 #: The trained measures: the paper's order model and the symmetric (cosine) variant.

@@ -20,7 +20,6 @@ coordinate, rows padded to a multiple of 64) with the step in ``index.json``.
 from __future__ import annotations
 
 import math
-import os
 
 import llvmlite.binding as llvm
 import numba
@@ -31,8 +30,21 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from tqdm import tqdm
 
-from .kernels import (_NO_IMAGE, TILE, TOPK_QUERIES, _float32, _half_to_float, _merge_parts, _push,
-                      _release_pages, _threads_for, _tile_rows, _u16_at, _f32_at, order_topk)
+from .common import (
+    NO_IMAGE,
+    TILE,
+    TOPK_QUERIES,
+    f32_at,
+    float32_matrix,
+    half_to_float,
+    heap_push,
+    merge_parts,
+    release_pages,
+    threads_for,
+    tile_rows,
+    u16_at,
+)
+from .cpu import order_topk
 
 #: Largest stored level: differences stay in 0..127, the signed operand range of VNNI.
 LEVELS = 127
@@ -71,7 +83,7 @@ def padded_dim(dim: int) -> int:
 
 def bound_step(sample: np.ndarray) -> float:
     """The step ``delta`` for images like ``sample``: its 99.99th-percentile coordinate over 127."""
-    x = _float32(np.asarray(sample), "sample").ravel()
+    x = float32_matrix(np.asarray(sample), "sample").ravel()
     x = x[np.isfinite(x) & (x > 0)]
     if x.size == 0:
         return 1.0
@@ -95,7 +107,7 @@ def _levels(x: np.ndarray, step: float, up: bool) -> np.ndarray:
     out = np.zeros((n, padded_dim(dim)), dtype=np.uint8)
     scale = np.float32(1.0 / step)
     for r0 in range(0, n, LEVEL_ROWS):
-        v = _float32(x[r0 : r0 + LEVEL_ROWS], "rows")
+        v = float32_matrix(x[r0 : r0 + LEVEL_ROWS], "rows")
         v = np.multiply(v, scale, out=np.empty_like(v))
         if up:
             v += _ROUNDING
@@ -267,12 +279,12 @@ def _bounded_kernel(q: np.ndarray, q8: np.ndarray, address: int, half: bool, bou
                         continue
                     if not converted:
                         if half:
-                            bits = numba.carray(_u16_at(address + g * dim * 2), (rb, dim))
+                            bits = numba.carray(u16_at(address + g * dim * 2), (rb, dim))
                             for c in range(rb):
                                 for i in range(dim):
-                                    images[c, i] = _half_to_float(bits[c, i])
+                                    images[c, i] = half_to_float(bits[c, i])
                         else:
-                            block = numba.carray(_f32_at(address + g * dim * 4), (rb, dim))
+                            block = numba.carray(f32_at(address + g * dim * 4), (rb, dim))
                         converted = True
                     pair_r[n_pairs] = a + j // 4
                     pair_c[n_pairs] = j % 4
@@ -295,7 +307,7 @@ def _score_pairs(q: np.ndarray, images: np.ndarray, pair_r: np.ndarray, pair_c: 
     """Score pairs t = 0..n-1 (query row pair_r[t], image row pair_c[t] numbered first + pair_c[t]) as the
     diagonal of one 4 x 4 tile, offer each to its query's heap and tighten that query's limit."""
     last = n - 1
-    diagonal = _tile_rows(q, pair_r[0], pair_r[min(1, last)], pair_r[min(2, last)], pair_r[min(3, last)],
+    diagonal = tile_rows(q, pair_r[0], pair_r[min(1, last)], pair_r[min(2, last)], pair_r[min(3, last)],
                           images, pair_c[0], pair_c[min(1, last)], pair_c[min(2, last)], pair_c[min(3, last)])
     k = top_err.shape[1]
     for t in range(n):
@@ -303,7 +315,7 @@ def _score_pairs(q: np.ndarray, images: np.ndarray, pair_r: np.ndarray, pair_c: 
         e = diagonal[5 * t]
         if e != e:
             e = np.float32(np.inf)
-        held = _push(top_err[r], top_idx[r], count[r], e, first + pair_c[t])
+        held = heap_push(top_err[r], top_idx[r], count[r], e, first + pair_c[t])
         count[r] = held
         if held == k:
             # Any part's k-th best so far bounds the final k-th best from above. Parts share
@@ -316,7 +328,7 @@ def _sample_rows(im, n_rows: int, pieces: int = 16) -> np.ndarray:
     n = im.shape[0]
     run = max(1, n_rows // pieces)
     starts = np.linspace(0, n - run, pieces).astype(np.int64)
-    return np.concatenate([_float32(np.ascontiguousarray(im[s0 : s0 + run]), "images") for s0 in starts])
+    return np.concatenate([float32_matrix(np.ascontiguousarray(im[s0 : s0 + run]), "images") for s0 in starts])
 
 
 def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress: bool = False,
@@ -350,7 +362,7 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
     k = min(int(k), n_im)
     if n_q == 0 or dim == 0:
         return order_topk(s, np.zeros((n_im, dim), np.float32), k)
-    q32 = np.ascontiguousarray(_float32(s, "queries"))
+    q32 = np.ascontiguousarray(float32_matrix(s, "queries"))
     per_unit = 1.0 / (step * step * (1.0 - SLACK))
     sample = _sample_rows(im, SAMPLE) if n_im >= MIN_IMAGES and k <= SAMPLE // 4 else None
     errors, indices = [], []
@@ -367,10 +379,10 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
                 # The k-th best over some of the images bounds the k-th best over all from above.
                 sample_err, _ = order_topk(queries, sample, k)
                 limit[:n] = [_threshold(np.float32(e), per_unit) for e in sample_err[:, -1]]
-            with _threads_for(n * n_im * dim) as threads:
+            with threads_for(n * n_im * dim) as threads:
                 n_parts = 2 * threads if n_im >= 2 * threads * 4 else 1
                 top_err = np.full((n_parts, n, k), np.inf, dtype=np.float32)
-                top_idx = np.full((n_parts, n, k), _NO_IMAGE, dtype=np.int64)
+                top_idx = np.full((n_parts, n, k), NO_IMAGE, dtype=np.int64)
                 count = np.zeros((n_parts, n), dtype=np.int64)
                 scored = np.zeros(n_parts, dtype=np.int64)
                 for b0 in range(0, n_im, BLOCK_ROWS):
@@ -379,26 +391,14 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
                     levels = np.ascontiguousarray(bounds[b0:b1])
                     _bounded_kernel(queries, q8, rows.ctypes.data, rows.dtype == np.float16, levels.ctypes.data,
                                     b1 - b0, b0, per_unit, top_err, top_idx, count, limit, scored)
-                    _release_pages(im, rows)
-                    _release_pages(bounds, levels)
+                    release_pages(im, rows)
+                    release_pages(bounds, levels)
                     bar.update()
                 scored_total += int(scored.sum())
-            e, i = _merge_parts(top_err, top_idx, k)
+            e, i = merge_parts(top_err, top_idx, k)
             errors.append(e)
             indices.append(i)
     if stats is not None:
         stats["scored_pairs"] = scored_total
         stats["pairs"] = n_q * n_im
     return np.concatenate(errors), np.concatenate(indices)
-
-
-def write_bounds(im, path: str | os.PathLike, step: float, block: int = 4 * LEVEL_ROWS,
-                 progress: bool = False) -> None:
-    """Write the bound rows of images ``im`` (any 2-D array-like, read in blocks) to an ``.npy`` file."""
-    from .index import NpyWriter
-
-    n, dim = im.shape
-    writer = NpyWriter(path, (n, padded_dim(dim)), np.uint8)
-    for b0 in tqdm(range(0, n, block), desc="bounds", unit="block", disable=not progress):
-        writer.write(image_levels(np.asarray(im[b0 : b0 + block]), step))
-    writer.close()

@@ -12,7 +12,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import runs
-from .store import MAX_K, MAX_MODELS, MAX_QUERY_CHARS, NotFound, RunStore, Unavailable, safe_path
+from .store import (
+    MAX_K,
+    MAX_MODELS,
+    MAX_QUERY_CHARS,
+    NotFound,
+    RunStore,
+    Unavailable,
+    safe_path,
+)
 
 STATIC = Path(__file__).parent / "static"
 #: Most queries one browser page lists.

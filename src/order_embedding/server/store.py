@@ -21,10 +21,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import runs
-from ..api import LoadedModel, compute_errors, encode_images, encode_sentences, load_model, split_images
 from ..data import DataError, Split, load_split, resolve_data_dir
 from ..evaluation import recall_metrics, retrieval_lists
-from ..index import Index, IndexFileError, exact_topk
+from ..index import Index, IndexFileError
+from ..inference import (
+    LoadedModel,
+    compute_errors,
+    encode_images,
+    encode_sentences,
+    load_model,
+    split_images,
+)
+from ..measures import exact_topk
 
 #: Longest accepted search query, in characters.
 MAX_QUERY_CHARS = 500

@@ -25,10 +25,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import runs
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_DIMS, torchvision_features
-from .data import DataError, load_split, resolve_data_dir
-from .images import eval_crops_uint8, image_paths, open_rgb, standardise
+from .. import runs
+from ..backbones import TORCHVISION_DIMS, torchvision_features
+from ..data import DataError, load_split, resolve_data_dir
+from .images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_crops_uint8,
+    image_paths,
+    open_rgb,
+    standardise,
+)
 
 #: Networks ``extract_features`` knows: the torchvision ones and CLIP (through open_clip).
 CNNS = sorted(TORCHVISION_DIMS) + ["clip"]

@@ -10,7 +10,9 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
+#: The ImageNet pixel statistics the torchvision networks were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageSource(Protocol):

@@ -1,0 +1,34 @@
+"""Line-per-item text files (captions, image lists), read in chunks with errors naming the line."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+#: Lines read at once by :func:`read_caption_chunks`.
+CAPTION_CHUNK = 65536
+
+
+def read_caption_chunks(path: str | os.PathLike, chunk: int = CAPTION_CHUNK) -> Iterator[list[str]]:
+    """Lines of a UTF-8 caption file in lists of ``chunk``; empty lines and bad encodings are errors naming the line."""
+    path = Path(path)
+    lines: list[str] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: line {number} is not UTF-8") from None
+            if not line.strip():
+                raise ValueError(f"{path}: line {number} is empty")
+            lines.append(line)
+            if len(lines) == chunk:
+                yield lines
+                lines = []
+    if lines:
+        yield lines
+
+
+def count_captions(path: str | os.PathLike) -> int:
+    """Number of lines of a caption file, checked as :func:`read_caption_chunks` checks them."""
+    return sum(len(lines) for lines in read_caption_chunks(path))

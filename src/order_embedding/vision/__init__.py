@@ -1,0 +1,1 @@
+"""Pixels: image files decoded into model inputs (crops, feature rows), and CNN feature extraction."""
