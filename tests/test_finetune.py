@@ -78,7 +78,7 @@ def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool
     run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
                         name="e2e", backbone_options={**LOADER, "finetune": finetune}, **TINY)
     model = api.load_model(run, device="cpu")
-    trained = backbone_state(model.model.image.backbone.net)
+    trained = backbone_state(model.net.image.backbone.net)
     weights = [k for k in initial if k.endswith("weight")]
     stats = [k for k in initial if k.endswith("running_mean")]
     changed = lambda keys: any(not torch.equal(initial[k], trained[k]) for k in keys)  # noqa: E731
@@ -87,7 +87,7 @@ def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool
     # evaluation encodes each test image as the mean over its 10 hand-cut crops
     test = load_split(data, "test")
     with torch.no_grad():
-        im = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
+        im = model.net.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
     want = recalls(api.encode_sentences(model, test.captions), im, test.cap2img)
     got = ranking_eval_5fold(model, split="test")
     for d in ("t2i", "i2t"):
@@ -100,17 +100,17 @@ def test_backbone_lrate_sets_the_backbone_step_only(data: Path, tmp_path: Path) 
     run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
                         name="slow", backbone_options={**LOADER, "finetune": True}, backbone_lrate=1e-9, **TINY)
     model = api.load_model(run, device="cpu")
-    trained = backbone_state(model.model.image.backbone.net)
+    trained = backbone_state(model.net.image.backbone.net)
     moved = max(float((initial[k] - trained[k]).abs().max()) for k in initial if k.endswith("weight"))
     # Adam moves each weight by about the learning rate per update: a few updates at 1e-9 stay tiny
     assert 0 < moved < 1e-7
-    groups = train.parameter_groups(model.model, 1e-3, 1e-9)
-    backbone = {id(p) for p in model.model.image.backbone.parameters()}
+    groups = train.parameter_groups(model.net, 1e-3, 1e-9)
+    backbone = {id(p) for p in model.net.image.backbone.parameters()}
     assert [g["lr"] for g in groups] == [1e-3, 1e-9]
     assert {id(p) for p in groups[1]["params"]} == backbone
     assert not backbone & {id(p) for p in groups[0]["params"]}
-    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(p.requires_grad for p in model.model.parameters())
-    assert len(train.parameter_groups(model.model, 1e-3, None)) == 1
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(p.requires_grad for p in model.net.parameters())
+    assert len(train.parameter_groups(model.net, 1e-3, None)) == 1
     with pytest.raises(ValueError, match="backbone_lrate"):
         train.make_options("order", backbone_lrate=0)
 
@@ -142,7 +142,7 @@ def test_encode_image_files(data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     got = np.load(tmp_path / "im.npy")
     model = api.load_model(run, device="cpu")
     with torch.no_grad():
-        want = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
+        want = model.net.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     (tmp_path / "bad.txt").write_text("no-such-image.jpg\n")
     assert main(["encode", str(run), "--images", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "x.npy")]) == 2

@@ -223,7 +223,7 @@ def test_index_of_image_files_for_a_pixel_model(tmp_path, capsys):
                        for n in names]).transpose(0, 3, 1, 2)
     model = load_model(run, device="cpu")
     with torch.no_grad():
-        want = model.model.encode_image(torch.from_numpy(pixels.astype(np.float32) / 255 - 0.5)).numpy()
+        want = model.net.encode_image(torch.from_numpy(pixels.astype(np.float32) / 255 - 0.5)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "idx" / EMBEDDINGS), want, rtol=1e-5, atol=1e-6)
     assert index.image_files() == [str((tmp_path / n).resolve()) for n in names]
     capsys.readouterr()

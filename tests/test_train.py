@@ -59,7 +59,7 @@ def test_nan_loss_stops_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(train.TrainingError, match="loss became nan at update 6"):
         train.trainer("order", name="n", save_dir=str(tmp_path), data=str(tiny_data), max_epochs=5, **TINY_MODEL)
     model = api.load_model(tmp_path / "n")  # the checkpoint of update 4 is intact
-    assert all(torch.isfinite(p).all() for p in model.model.parameters())
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())
 
 
 def test_per_tensor_clipping_matches_formula():

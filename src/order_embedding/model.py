@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .backbones import build_backbone
 from .measures import measure
 
 
@@ -113,8 +114,6 @@ class OrderEmbeddingModel(nn.Module):
         self.config = config
         backbone = None
         if config.backbone is not None:
-            from .backbones import build_backbone
-
             backbone = build_backbone(config.backbone, config.dim_image, **config.backbone_options)
         self.text = SentenceEncoder(config.n_words, config.dim_word, config.dim)
         self.image = ImageEncoder(config.dim_image, config.dim, backbone)

@@ -196,7 +196,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
                          backbone=opt["backbone"], backbone_options=dict(opt["backbone_options"]))
     net = OrderEmbeddingModel(config).to(device)
     if opt["load_from"] and not resuming:
-        net.load_state_dict(load_model(opt["load_from"], device="cpu").model.state_dict())
+        net.load_state_dict(load_model(opt["load_from"], device="cpu").net.state_dict())
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
     params = [p for g in groups for p in g["params"]]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
@@ -212,7 +212,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         vocab.save(run_dir / runs.VOCAB)
-        runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.train})
+        runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.options})
     rng = np.random.default_rng(opt["seed"])
     if resuming:
         rng.bit_generator.state = state["rng"]
