@@ -11,6 +11,7 @@ from order_embedding import optim, runs, train
 from order_embedding.evaluation import ranking_eval_5fold
 
 
+@pytest.mark.slow
 def test_run_folder_and_learning(tiny_data, tmp_path):
     run = train.trainer("order", name="o", save_dir=str(tmp_path / "runs"), data=str(tiny_data), max_epochs=30,
                         lrate=0.01, **TINY_MODEL)
