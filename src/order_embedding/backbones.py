@@ -28,8 +28,12 @@ def build_backbone(name: str, dim_image: int, **options) -> nn.Module:
     return BACKBONES[name](dim_image, **options)
 
 
+#: Side of the square images the small CNN reads unless its ``image_size`` option says otherwise.
+SMALL_CNN_IMAGE_SIZE = 64
+
+
 @register_backbone("small_cnn")
-def small_cnn(dim_image: int, width: int = 32, image_size: int = 64) -> nn.Module:
+def small_cnn(dim_image: int, width: int = 32, image_size: int = SMALL_CNN_IMAGE_SIZE) -> nn.Module:
     """A four-block CNN for small images (the demo's shapes world), ending in a ReLU feature layer."""
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:

@@ -14,14 +14,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import legacy, runs
-from .backbones import is_torchvision_backbone, random_init
+from .backbones import random_init
 from .batching import pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .data.npy import DTYPES, NpyWriter
 from .data.text import CAPTION_CHUNK, count_captions, read_caption_chunks
 from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
-from .vision.images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
+from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -175,10 +175,7 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
 
 def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
     """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
-    if is_torchvision_backbone(model.config.backbone):
-        return ImageFiles(paths, model.config.backbone_options)
-    size = int(model.config.backbone_options.get("image_size", 64))
-    return load_pixels(paths, size, verbose)
+    return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
 
 
 def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,
