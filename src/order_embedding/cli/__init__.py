@@ -16,6 +16,7 @@ COMMANDS = [
     "demo",
     "convert_legacy",
     "hypernym",
+    "entailment",
     "prepare",
     "extract_features",
     "serve",
