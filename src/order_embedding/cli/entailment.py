@@ -15,9 +15,9 @@ from ..inference import default_device
 
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
 #: and with ``--quick``; every other default is reference section 9's, as for SNLI.
-GENERATED = {"dim": 128, "dim_word": 64, "lrate": 0.005, "max_epochs": 8}
-QUICK = {**GENERATED, "max_epochs": 6}
-QUICK_SCENES = CorpusConfig(train=700, dev=150, test=150)
+GENERATED = {"dim": 128, "dim_word": 64, "max_epochs": 9}
+QUICK = {"dim": 64, "dim_word": 32, "lrate": 0.003, "max_epochs": 4}
+QUICK_SCENES = CorpusConfig(train=1200, dev=200, test=200)
 
 HELP = {
     "dim": "sentence-vector (GRU state) size",
@@ -30,16 +30,22 @@ HELP = {
     "dispFreq": "log the training loss every this many updates",
     "grad_clip": "rescale the gradients to this global L2 norm when above it (0: no clipping)",
     "optimizer": "adam_original (the original's Adam rule) or adam (textbook)",
-    "n_words": "vocabulary size, rarer words become unknown (default: every train and dev word)",
+    "n_words": "vocabulary size, rarer words become unknown",
     "seed": "seed of the initialisation and batch order",
 }
 
 
 def _default_text(name: str, default: object) -> str:
-    if name in GENERATED:
-        return f"default {default} (section 9, for SNLI); {GENERATED[name]} on the generated corpus" + (
-            f", {QUICK[name]} with --quick" if QUICK[name] != GENERATED[name] else "")
-    return f"default {default}"
+    if default is None:
+        return "default: every train and dev word"
+    text = f"default {default}"
+    if name in GENERATED or name in QUICK:
+        text += " (section 9)"
+        if GENERATED.get(name, default) != default:
+            text += f", {GENERATED[name]} on the generated corpus"
+        if QUICK.get(name, default) != GENERATED.get(name, default):
+            text += f", {QUICK[name]} with --quick"
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         kind = {"optimizer": str, "n_words": int}.get(f.name, type(value))
         p.add_argument(f"--{f.name}", type=kind, default=None, metavar="N" if kind is int else "X" if kind is float else "NAME",
                        choices=("adam_original", "adam") if f.name == "optimizer" else None,
-                       help=f"{HELP[f.name]} ({_default_text(f.name, value)})")
+                       help=f"{HELP[f.name]}; {_default_text(f.name, value)}")
     p.add_argument("--lowercase", action="store_true", help="lower-case every word (default: case kept, as the original)")
     p.add_argument("--save_dir", type=Path, default=Path("runs"), help="folder of run folders (default runs)")
     p.add_argument("--name", default="entailment", help="run folder name under --save_dir (default entailment)")
