@@ -10,7 +10,7 @@ import torch
 
 from ..entailment import CorpusConfig, EntailmentConfig, format_results, generate_corpus, read_snli, run_experiment
 from ..entailment import write_corpus, write_json
-from ..entailment.experiment import prepare_run_dir
+from ..entailment.experiment import check_new_run, prepare_run_dir
 from ..inference import default_device
 
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
@@ -118,15 +118,14 @@ def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else default_device()
     run_dir = args.save_dir / args.name
     variants = ("order",) if args.no_symmetric else ("order", "symmetric")
+    check_new_run(run_dir)
     if generated:
-        prepare_run_dir(run_dir)
         records = generate_corpus(corpus)
+        prepare_run_dir(run_dir)
         data = read_snli(write_corpus(records, run_dir / "corpus"))
         source = f"generated (seed {corpus.seed}; {corpus.train}/{corpus.dev}/{corpus.test} scenes)"
     else:
-        if (run_dir / "config.json").exists():
-            prepare_run_dir(run_dir)  # refuses the existing run before any data is read
-        data = read_snli(args.snli, files)
+        data = read_snli(args.snli, files)  # every file is read and checked before the run folder is made
         prepare_run_dir(run_dir)
         source = str(args.snli.resolve()) if args.snli else "files"
     results = run_experiment(data, config, run_dir, source, variants=variants, device=device,

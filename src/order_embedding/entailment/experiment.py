@@ -25,6 +25,7 @@ from ..batching import pad_batch
 from ..hypernym.experiment import accuracy_at, best_threshold
 from ..inference import LoadedModel, encode_sentences
 from ..optim import clip_gradients, make_optimizer
+from ..train import TrainingError
 from ..vocab import Vocabulary
 from .model import METHODS, EntailmentModel, EntailmentModelConfig, entailment_loss, pair_errors
 from .snli import LABELS, SPLITS, Pairs
@@ -234,7 +235,7 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
             errors = net.errors(v[:len(rows)], v[len(rows):])
             loss = entailment_loss(errors, targets[rows].to(device), cfg.margin)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name} model: the loss became {loss.item()} at update {state['uidx'] + 1}")
+                raise TrainingError(f"{name} model: the loss became {loss.item()} at update {state['uidx'] + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(params, cfg.grad_clip, "global")
@@ -258,10 +259,15 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
     return TrainedVariant(name, best_net, state["best_uidx"], state["uidx"], time.time() - start)
 
 
-def prepare_run_dir(run_dir: Path) -> Path:
-    """Refuse a folder that already holds a run; otherwise make sure it exists."""
-    if (run_dir / runs.CONFIG).exists():
+def check_new_run(run_dir: Path) -> None:
+    """Refuse a folder that already holds a run."""
+    if (Path(run_dir) / runs.CONFIG).exists():
         raise RunExistsError(f"{run_dir} already holds a run; choose another --name or --save_dir")
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create the folder of a new run (refusing one that holds a run)."""
+    check_new_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / runs.METRICS).unlink(missing_ok=True)
     return run_dir
