@@ -66,6 +66,11 @@ class Index:
     def __len__(self) -> int:
         return self.rows.shape[0]
 
+    @property
+    def model_loaded(self) -> bool:
+        """Whether :meth:`model` has loaded the model already."""
+        return self._model is not None
+
     def model(self, device: str | None = None) -> LoadedModel:
         """The model the index was built with (loaded once), to encode queries."""
         if self._model is None:
