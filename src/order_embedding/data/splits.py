@@ -385,8 +385,8 @@ def split_names(path: str | os.PathLike) -> list[str]:
         for p in root.iterdir():
             if p.name.endswith("_caps.txt"):
                 names.add(p.name[: -len("_caps.txt")])
-            if p.suffix == ".txt":
-                names.add(p.stem)
+            elif p.suffix == ".txt" and not p.stem.endswith(("_images", "_cap2img")):
+                names.add(p.stem)  # image lists and caption-to-image files go with a split, they are not one
         jsons = sorted(root.glob("dataset_*.json"))
     else:
         jsons = [root] if root.suffix == ".json" else []
