@@ -687,9 +687,19 @@ def test_a_burst_shares_one_preparation_and_expensive_work_runs_one_at_a_time(ws
 
     monkeypatch.setattr(store_module, "encode_images", counted)
     store = RunStore(ws["runs"], data_dir=ws["data"], prepare=False)
-    jobs = [(run, split) for run in ("order", "symmetric") for split in ("dev", "test")] * 8
+    sentences = ["a red dot", "a blue square", "something green", "the yellow bar here", "a circle"]
+    jobs = [(run, split, sentences[i % 5], 3 + i % 4) for i, (run, split) in
+            enumerate([(run, split) for run in ("order", "symmetric") for split in ("dev", "test")] * 16)]
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda job: store.search_text(job[0], job[1], "a red dot", 3), jobs))
+        answers = list(pool.map(lambda job: store.search_text(*job), jobs))
     assert len(calls) == 4 and most[0] == 1  # one encoding per run and split, never two at once
-    for (run, split), answer in zip(jobs, answers):
-        assert answer == store.search_text(run, split, "a red dot", 3)
+    for run in ("order", "symmetric"):  # queries encoded together get each their own answer
+        model = load_model(ws["runs"] / run, device="cpu")
+        for split_name in ("dev", "test"):
+            split = load_split(ws["data"], split_name)
+            im = real(model, split.features)
+            for (r, sp, sentence, k), answer in zip(jobs, answers):
+                if (r, sp) == (run, split_name):
+                    errors = numpy_errors(model.config.method, encode_sentences(model, [sentence]), im)[0]
+                    got = answer["results"]
+                    assert_top(errors, [x["image"] for x in got], [x["error"] for x in got], k)

@@ -39,9 +39,14 @@ def placeholder_svg(label: str) -> str:
 
 async def after(prepare: Callable[..., Any], work: Callable[..., Any], *args: Any) -> Any:
     """``work(*args)`` on a worker thread once ``prepare(*args[:2])``'s job (if any) is done, awaited without a thread."""
-    job = await run_in_threadpool(prepare, *args[:2])
-    if job is not None:
-        await asyncio.wrap_future(job)
+    def attempt() -> tuple[Any, Any]:
+        job = prepare(*args[:2])
+        return (job, None) if job is not None else (None, work(*args))
+
+    job, out = await run_in_threadpool(attempt)
+    if job is None:
+        return out
+    await asyncio.wrap_future(job)
     return await run_in_threadpool(work, *args)
 
 

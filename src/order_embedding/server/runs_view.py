@@ -96,9 +96,20 @@ class RunFolders:
         if not self.runs_dir.is_dir():
             raise ValueError(f"{self.runs_dir}: runs folder not found")
         self._logs = LRU(MAX_LOGS)
+        self._configs = LRU(MAX_LOGS)
+        self._listing: tuple[Any, dict[str, Path]] | None = None
 
     def run_dirs(self) -> dict[str, Path]:
-        """Run folders by id: the sub-folders of the runs folder (or the folder itself when it is one run)."""
+        """Run folders by id: the sub-folders of the runs folder (or the folder itself when it is one run),
+        listed again when the folder changes."""
+        stamp = file_stamp(self.runs_dir)
+        if self._listing is not None and self._listing[0] == stamp:
+            return self._listing[1]
+        found = self._list()
+        self._listing = (stamp, found)
+        return found
+
+    def _list(self) -> dict[str, Path]:
         if os.path.lexists(self.runs_dir / runs.CONFIG) or os.path.lexists(self.runs_dir / runs.METRICS):
             return {self.runs_dir.name: self.runs_dir}
         try:
@@ -117,9 +128,14 @@ class RunFolders:
     def config(self, run_id: str) -> dict[str, Any]:
         """A run's ``config.json``; a missing, malformed or unreadable one raises :class:`runs.RunError`."""
         path = self.run_dir(run_id) / runs.CONFIG
+        stamp = file_stamp(path)
+        hit = self._configs.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         cfg = runs.load_json(path)
         if not isinstance(cfg, dict):
             raise runs.RunError(f"{path}: expected a JSON object")
+        self._configs.put(path, (stamp, cfg))
         return cfg
 
     def log(self, run_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:

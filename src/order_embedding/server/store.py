@@ -28,7 +28,7 @@ from .indexes import IndexShelf
 from .jobs import WORKERS, Jobs
 from .models import MAX_MODELS, CachedModel, ModelCache, model_stamp
 from .paths import PathView, safe_path
-from .queries import MAX_QUERY_CHARS, tokens
+from .queries import MAX_QUERY_CHARS, Batcher, tokens
 from .runs_view import RunFolders
 from .splits import MAX_SPLITS, SplitCache
 
@@ -197,6 +197,14 @@ class RunStore:
             captions_of[int(i)].append(c)
         hit = {"split": split, "s": s, "im": im, "lists": lists, "captions_of": captions_of,
                "metrics": {d: recall_metrics(lists[d]["ranks"]) for d in ("t2i", "i2t")}}
+
+        def search(texts: list[tuple[str, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+            """The top images of several typed queries, encoded and scored together (each its own ``k``)."""
+            errors, top = exact_topk(encode_sentences(model, [t for t, _ in texts]), im, model.config.method,
+                                     max(k for _, k in texts))  # streamed top-k, ties to the lower index
+            return [(e[:k], i[:k]) for (_, k), e, i in zip(texts, errors, top)]
+
+        hit["search"] = Batcher(search)
         cached.splits[split_name] = hit
         return hit
 
@@ -262,11 +270,9 @@ class RunStore:
         """The ``k`` images of the split with the lowest error under the model for a typed sentence."""
         model = self.model(run_id).model
         text, unknown = tokens(model, query)
-        r = self.retrieval(run_id, split_name)
-        s = encode_sentences(model, [text])
-        errors, top = exact_topk(s, r["im"], model.config.method, k)  # streamed top-k, ties to the lower index
+        errors, top = self.retrieval(run_id, split_name)["search"]((text, k))
         return {"run": run_id, "split": split_name, "query": query, "tokens": text.split(), "unknown": unknown,
-                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
+                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors, top)]}
 
     def search_image(self, run_id: str, split_name: str, image: int, k: int) -> dict[str, Any]:
         """The ``k`` captions of the split with the lowest error for one of its images."""
