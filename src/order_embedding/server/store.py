@@ -67,10 +67,9 @@ class RunStore:
         self.models = ModelCache(device, max_models)
         self.splits = SplitCache(max_splits)
         self.shelf = IndexShelf(indexes, self.jobs, device)
-        self.indexes = self.shelf.indexes
         roots = [(self.runs_dir, self.runs_dir.resolve().name or "runs")]
         roots += [(p, p.resolve().name) for p in (self.data_dir, self.image_root) if p is not None]
-        roots += [(index.path, name) for name, index in self.indexes.items()]
+        roots += [(index.path, name) for name, index in self.shelf.indexes.items()]
         self.view = PathView(roots)
         self._listed: dict[str, Any] = {}
 
@@ -261,10 +260,6 @@ class RunStore:
             out[d] = {"queries": int(len(ranks)), "candidates": n, "metrics": r["metrics"][d],
                       "recall": (np.cumsum(counts) / max(1, len(ranks))).round(6).tolist()}
         return out
-
-    def tokens(self, model, query: str) -> tuple[str, list[str]]:
-        """The query as the vocabulary's words, and its unknown words (see :func:`.queries.tokens`)."""
-        return tokens(model, query)
 
     def search_text(self, run_id: str, split_name: str, query: str, k: int) -> dict[str, Any]:
         """The ``k`` images of the split with the lowest error under the model for a typed sentence."""
