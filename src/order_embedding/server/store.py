@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import runs
-from ..data import DataError, Split, resolve_data_dir
+from ..data import Split
 from ..evaluation import recall_metrics, retrieval_lists
-from ..inference import compute_errors, encode_images, encode_sentences, split_images
+from ..inference import compute_errors, encode_images, encode_sentences, split_images, split_source
 from ..measures import exact_topk
 from .errors import NotFound, Unavailable
 from .indexes import IndexShelf
@@ -150,19 +150,11 @@ class RunStore:
         if not _SPLIT_NAME.match(name or ""):
             raise ValueError(f"bad split name {name!r}")
         train = self.config(run_id).get("train")
-        train = train if isinstance(train, dict) else {}
-        if self.data_dir is not None:
-            data_dir = self.data_dir
-        elif isinstance(train.get("data"), str):
-            try:
-                data_dir = resolve_data_dir(train["data"])
-            except DataError as e:
-                raise Unavailable(f"run {run_id!r}: {e}; start the server with --data") from None
-        else:
-            raise Unavailable(f"run {run_id!r} records no data set; start the server with --data")
-        cnn = train.get("cnn") if isinstance(train.get("cnn"), str) else "10crop"
-        root = str(self.image_root) if self.image_root is not None else train.get("image_root")
-        root = root if isinstance(root, str) else None
+        try:
+            data_dir, cnn, root = split_source(train if isinstance(train, dict) else {}, self.data_dir,
+                                               image_root=self.image_root)
+        except ValueError as e:  # no data set recorded, or not found
+            raise Unavailable(f"run {run_id!r}: {e}") from None
         return (str(data_dir.resolve()), name, root, cnn), data_dir, cnn, root
 
     def split(self, run_id: str, name: str) -> Split:
