@@ -138,7 +138,8 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
     @app.get("/api/metrics")
     async def metrics(run: list[str] = Query(..., max_length=32)) -> dict[str, Any]:
         """Training and validation points of the given runs, grouped by model, against examples seen."""
-        return {"runs": [shown(await run_in_threadpool(store.log, r)) for r in run]}
+        answers = [await run_in_threadpool(store.log, r) for r in run]
+        return {"runs": [{**a, "error": a["error"] and view.text(a["error"])} for a in answers]}
 
     @app.get("/api/curves")
     async def curves(run: str, split: str = "test") -> dict[str, Any]:

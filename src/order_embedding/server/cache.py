@@ -33,6 +33,11 @@ class LRU:
             while len(self.entries) > self.limit:
                 self.entries.popitem(last=False)
 
+    def drop(self, key: Hashable) -> None:
+        """Forget the entry under ``key``, if any."""
+        with self._lock:
+            self.entries.pop(key, None)
+
     def key_lock(self, key: Hashable) -> threading.Lock:
         """One lock per key, so that one entry is built once while others are read."""
         with self._lock:

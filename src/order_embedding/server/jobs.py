@@ -9,8 +9,12 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
+from .cache import LRU
+
 #: Expensive jobs run at once by default.
 WORKERS = 1
+#: Failed jobs whose errors are remembered (for the runs table).
+MAX_FAILURES = 256
 
 
 class Jobs:
@@ -22,7 +26,7 @@ class Jobs:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="order-embedding-job")
         self._lock = threading.Lock()
         self._running: dict[Hashable, Future] = {}
-        self._failed: dict[Hashable, str] = {}
+        self._failed = LRU(MAX_FAILURES)
         self._inside = threading.local()
 
     def _call(self, key: Hashable, fn: Callable[[], Any]) -> Any:
@@ -30,13 +34,11 @@ class Jobs:
         try:
             out = fn()
         except BaseException as e:
-            with self._lock:
-                self._failed[key] = str(e)
+            self._failed.put(key, str(e) or type(e).__name__)
             raise
         finally:
             self._inside.active = False
-        with self._lock:
-            self._failed.pop(key, None)
+        self._failed.drop(key)
         return out
 
     def _done(self, key: Hashable, fut: Future) -> None:
@@ -67,8 +69,7 @@ class Jobs:
 
     def failure(self, key: Hashable) -> str | None:
         """The error of the last job under ``key`` when it failed (and none has succeeded since)."""
-        with self._lock:
-            return self._failed.get(key)
+        return self._failed.get(key)
 
     def close(self) -> None:
         """Drop the queued jobs; a running one finishes on its own."""
