@@ -13,7 +13,15 @@ from ..inference import LoadedModel, encode_sentences, load_model
 from ..kernels import bounds as lower_bounds
 from ..measures import exact_topk
 from .ann import load_ann, rerank, set_search_params
-from .layout import BOUNDS, EMBEDDINGS, FILES, META, IndexFileError, check_meta, check_regular
+from .layout import (
+    BOUNDS,
+    EMBEDDINGS,
+    FILES,
+    META,
+    IndexFileError,
+    check_meta,
+    check_regular,
+)
 
 #: Longest line of an index's image list, in bytes (the list may hold this much per image).
 MAX_FILES_BYTES = 4096

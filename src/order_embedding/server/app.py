@@ -21,7 +21,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import runs
-from .store import MAX_K, MAX_MODELS, MAX_QUERY_CHARS, NotFound, RunStore, Unavailable, safe_path
+from .store import (
+    MAX_K,
+    MAX_MODELS,
+    MAX_QUERY_CHARS,
+    NotFound,
+    RunStore,
+    Unavailable,
+    safe_path,
+)
 
 STATIC = Path(__file__).parent / "static"
 #: Most queries one browser page lists.

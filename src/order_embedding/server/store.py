@@ -21,7 +21,13 @@ import numpy as np
 from .. import runs
 from ..data import Split
 from ..evaluation import recall_metrics, retrieval_lists
-from ..inference import compute_errors, encode_images, encode_sentences, split_images, split_source
+from ..inference import (
+    compute_errors,
+    encode_images,
+    encode_sentences,
+    split_images,
+    split_source,
+)
 from ..measures import exact_topk
 from .errors import NotFound, Unavailable
 from .indexes import IndexShelf
@@ -214,7 +220,7 @@ class RunStore:
         if self._hit(run_id, split_name) is not None:
             return None
         self._searchable(run_id)
-        key, data_dir, _, _ = self._split_source(run_id, split_name)
+        _, data_dir, _, _ = self._split_source(run_id, split_name)
         self.splits.check_name(data_dir, split_name)
         return self.jobs.submit(("retrieval", run_id, split_name), lambda: self._build(run_id, split_name))
 
