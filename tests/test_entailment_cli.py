@@ -9,7 +9,11 @@ import pytest
 
 from order_embedding import runs
 from order_embedding.cli import main
-from order_embedding.entailment import entailment_errors, load_entailment, predict_entailment
+from order_embedding.entailment import (
+    entailment_errors,
+    load_entailment,
+    predict_entailment,
+)
 
 
 @pytest.mark.slow

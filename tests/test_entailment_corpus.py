@@ -8,7 +8,12 @@ from collections import Counter
 
 import pytest
 
-from order_embedding.entailment import CorpusConfig, generate_corpus, read_snli, write_corpus
+from order_embedding.entailment import (
+    CorpusConfig,
+    generate_corpus,
+    read_snli,
+    write_corpus,
+)
 
 SIZE = {"small": "small", "little": "small", "large": "large", "big": "large"}
 COLOUR = {"red", "green", "blue", "yellow", "purple", "cyan"}

@@ -14,7 +14,12 @@ from order_embedding.entailment.experiment import (
     threshold_results,
     word_overlap,
 )
-from order_embedding.entailment.model import EntailmentModel, EntailmentModelConfig, entailment_loss, pair_errors
+from order_embedding.entailment.model import (
+    EntailmentModel,
+    EntailmentModelConfig,
+    entailment_loss,
+    pair_errors,
+)
 from order_embedding.entailment.snli import Pairs
 from order_embedding.vocab import Vocabulary
 

@@ -5,7 +5,12 @@ import json
 
 import pytest
 
-from order_embedding.entailment import EntailmentDataError, read_pairs, read_snli, tokenize
+from order_embedding.entailment import (
+    EntailmentDataError,
+    read_pairs,
+    read_snli,
+    tokenize,
+)
 
 
 def write(path, text: str | bytes):

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import torch
 
-from ..entailment import CorpusConfig, EntailmentConfig, format_results, generate_corpus, read_snli, run_experiment
-from ..entailment import write_corpus, write_json
+from ..entailment import (
+    CorpusConfig,
+    EntailmentConfig,
+    format_results,
+    generate_corpus,
+    read_snli,
+    run_experiment,
+    write_corpus,
+    write_json,
+)
 from ..entailment.experiment import check_new_run, prepare_run_dir
 from ..inference import default_device
 

@@ -35,7 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.shapes import ATTRIBUTES, COLOURS, POSITIONS, SHAPES, SIZES, caption_text, entails, sample_scene, scene_key
+from ..data.shapes import (
+    ATTRIBUTES,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    caption_text,
+    entails,
+    sample_scene,
+    scene_key,
+)
 from ..runs import atomic_write
 from .snli import SPLITS
 

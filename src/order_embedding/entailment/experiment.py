@@ -27,7 +27,13 @@ from ..inference import LoadedModel, encode_sentences
 from ..optim import clip_gradients, make_optimizer
 from ..train import TrainingError
 from ..vocab import Vocabulary
-from .model import METHODS, EntailmentModel, EntailmentModelConfig, entailment_loss, pair_errors
+from .model import (
+    METHODS,
+    EntailmentModel,
+    EntailmentModelConfig,
+    entailment_loss,
+    pair_errors,
+)
 from .snli import LABELS, SPLITS, Pairs
 
 #: Run-folder file with the final results (a superset of what ``--json`` writes).

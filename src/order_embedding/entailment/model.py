@@ -42,7 +42,7 @@ class EntailmentModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EntailmentModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> EntailmentModelConfig:
         """Build from a dict, rejecting unknown keys by name."""
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
