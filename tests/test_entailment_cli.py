@@ -111,3 +111,27 @@ def test_help_describes_every_option(capsys) -> None:
         assert flag in text, flag
     flat = " ".join(text.split())
     assert "default 1024 (section 9), 128 on the generated corpus" in flat and "default 15 (section 9)" in flat
+
+
+def test_an_snli_tab_folder_runs_end_to_end_with_small_settings(tmp_path, capsys) -> None:
+    d = tmp_path / "snli_1.0"
+    d.mkdir()
+    header = "gold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\t" \
+             "sentence1\tsentence2\tcaptionID\tpairID"
+    rows = [f"{g}\tx\tx\tx\tx\tA {c} dog runs.\tA dog {v}.\t1\t{k}"
+            for k, (g, c, v) in enumerate([("entailment", "big", "runs"), ("contradiction", "small", "sleeps"),
+                                           ("neutral", "red", "runs fast"), ("-", "tan", "runs")] * 6)]
+    for split in ("train", "dev", "test"):
+        (d / f"snli_1.0_{split}.txt").write_text("\n".join([header, *rows]) + "\n")
+    out = tmp_path / "r.json"
+    args = ["entailment", "--snli", str(d), "--dim", "8", "--dim_word", "4", "--batch_size", "6", "--max_epochs", "2",
+            "--validFreq", "2", "--save_dir", str(tmp_path / "runs"), "--json", str(out), "--quiet"]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["data"] == str(d.resolve())
+    assert r["pairs"] == {"train": 18, "dev": 18, "test": 18, "dropped": 18}
+    config = runs.load_json(tmp_path / "runs" / "entailment" / runs.CONFIG)
+    assert config["train"]["order"]["dim"] == 8 and config["train"]["order"]["lrate"] == 0.001
+    assert config["data"]["train_file"].endswith("snli_1.0_train.txt")
+    assert runs.load_json(tmp_path / "runs" / "entailment" / runs.VOCAB)["words"][:2] == ["A", "dog"]  # case kept
+    assert "order-embeddings" in capsys.readouterr().out
