@@ -44,15 +44,14 @@ from order_embedding.optim import flush_denormals
 
 
 def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it."""
+    """The CPU's model name, family and model number as /proc/cpuinfo gives them."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def whole_table_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer,
