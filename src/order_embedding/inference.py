@@ -14,7 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import legacy, runs
-from .backbones import random_init
 from .batching import pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .data.npy import DTYPES, NpyWriter
@@ -53,8 +52,8 @@ def default_device() -> torch.device:
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> OrderEmbeddingModel:
     """A model of ``config`` holding ``state``; missing, extra or mis-shaped tensors raise :class:`runs.RunError`."""
-    with torch.device("meta"), random_init():  # no initialising (or fetching) weights about to be replaced
-        model = OrderEmbeddingModel(config)
+    with torch.device("meta"):  # no initialising (or fetching) weights about to be replaced
+        model = OrderEmbeddingModel(config, load_weights=False)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
