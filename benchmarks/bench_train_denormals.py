@@ -7,8 +7,8 @@ twice from the same start with ``train.trainer`` on real caption text (25,000 MS
 read from ``--captions``, five per image, all used for training) paired with generated image
 features: once as shipped (subnormals flushed to zero), once with the trainer's undecorated
 function (``trainer.__wrapped__``, no flushing). The model is smaller than the paper's so that
-it runs in minutes on two cores: a GRU of ``--dim`` units (default 256, the paper's is 1024)
-and ``--dim-image``-dimensional features (default 512, the paper's 4096); the word table is
+it runs in minutes on two cores: a GRU of ``--dim`` units (default 64, the paper's is 1024)
+and ``--dim-image``-dimensional features (default 256, the paper's 4096); the word table is
 300-dimensional, one row per distinct word of the captions.
 
 From the ``train`` records of the run's ``metrics.jsonl`` (one every 10 updates) it prints
@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--captions", type=Path, default=CAPTIONS, help="caption text, one per line, five per image")
     parser.add_argument("--after", type=int, default=1000, help="updates before the timed window (default 1000)")
     parser.add_argument("--window", type=int, default=200, help="updates timed (default 200)")
-    parser.add_argument("--dim", type=int, default=256, help="GRU units and joint-space dimension (default 256)")
-    parser.add_argument("--dim-image", type=int, default=512, help="generated image feature dimension (default 512)")
+    parser.add_argument("--dim", type=int, default=64, help="GRU units and joint-space dimension (default 64)")
+    parser.add_argument("--dim-image", type=int, default=256, help="generated image feature dimension (default 256)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: flushing covers the calling thread only)")
     args = parser.parse_args()
