@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch_size = 128
     updates = args.after + args.window
-    per_epoch = math.ceil(len(captions) / batch_size)
+    per_epoch = math.ceil(len(captions) // 5 / batch_size)  # an epoch visits every image once
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs, torch threads {args.threads}; "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
