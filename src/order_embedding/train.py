@@ -30,7 +30,7 @@ from .inference import (
 )
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
-from .optim import clip_gradients, make_optimizer
+from .optim import clip_gradients, flush_denormals, make_optimizer
 from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
 
@@ -160,8 +160,12 @@ def _restore(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimiz
     return meta["state"]
 
 
+@flush_denormals()  # the Adam moments of words no batch uses decay towards the subnormal range
 def trainer(preset: str | None = None, **kwargs: Any) -> Path:
-    """Train a caption-image model with the original's hyperparameter names; returns the run folder."""
+    """Train a caption-image model with the original's hyperparameter names; returns the run folder.
+
+    Subnormal floats are flushed to zero on the calling thread while it runs (:func:`flush_denormals`).
+    """
     opt = make_options(preset, **kwargs)
     dist = distributed.setup(opt["device"])  # one process, or this rank of a torchrun group
     verbose = opt["verbose"] and dist.is_main
