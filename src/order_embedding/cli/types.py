@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from ..options import OptionError, device, non_negative_number, positive_int, positive_number, integer
+from ..options import OptionError, device, integer, non_negative_number, plain_name, positive_int, positive_number
 
 Rule = Callable[[Any, str], Any]
 
@@ -31,3 +31,5 @@ POSITIVE = flag(positive_number)
 NON_NEGATIVE = flag(non_negative_number)
 #: ``type=`` for a torch device that exists here.
 DEVICE = flag(device, "device")
+#: ``type=`` for a file or folder name that must not be a path.
+NAME = flag(plain_name, "name")
