@@ -214,7 +214,7 @@ def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None =
                 image_root: str | os.PathLike | None = None) -> Split:
     """A split of the data set the model was trained on, or of ``data``; features and image root as in training
     unless given."""
-    data = data or model.options.get("data")
+    data = data or runs.recorded_data(model.run_dir, model.options)
     if not isinstance(data, (str, os.PathLike)) or not str(data):
         raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
     return load_split(resolve_data_dir(data), split, cnn=cnn or model.options.get("cnn", "10crop"),
@@ -255,6 +255,9 @@ def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: s
                 bar.update(len(lines))
         writer.close()
         os.replace(tmp, out)
+    except runs.DiskFullError:
+        tmp.unlink(missing_ok=True)  # before measuring the free space
+        raise runs.disk_full(out, writer.nbytes) from None
     finally:
         if tmp.exists():
             tmp.unlink()

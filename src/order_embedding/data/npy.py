@@ -91,6 +91,8 @@ class NpyWriter:
         self._file = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         np.lib.format.write_array_header_2_0(self._file, header)
+        #: The size of the complete file.
+        self.nbytes = self._file.tell() + self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def write(self, block: np.ndarray) -> None:
         """Append rows (converted to the file's dtype)."""
@@ -111,8 +113,7 @@ class NpyWriter:
         except OSError:
             pass
         if is_disk_full(error):
-            size = self.shape[0] * self.shape[1] * self.dtype.itemsize
-            raise disk_full(self.path, size) from None
+            raise disk_full(self.path, self.nbytes) from None
         raise error
 
     def close(self) -> None:
