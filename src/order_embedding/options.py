@@ -191,16 +191,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("method", "order", choice("order", "cosine"), "measure: order-violation penalty, or cosine (symmetric)"),
     Option("margin", 0.05, non_negative_number, "contrastive margin"),
     Option("abs", True, boolean, "absolute value of the embeddings after normalising"),
-    Option("max_epochs", 100, positive_int, "epochs to train (a resumed run may raise it)", True),
+    Option("max_epochs", 100, positive_int, "epochs to train", True),
     Option("dispFreq", 10, positive_int, "log the training loss every this many updates", True),
     Option("validFreq", 300, positive_int, "validate (and keep the best parameters) every this many updates"),
-    Option("grad_clip", 2.0, positive_number, "gradient norm limit"),
+    Option("grad_clip", 2.0, positive_number, "gradients rescaled to this L2 norm at most (per tensor, or globally)"),
     Option("clip_mode", "tensor", choice("tensor", "global"), "clip each gradient tensor (the original), or one global norm"),
     Option("optimizer", "adam_original", choice("adam", "adam_original"),
            "Adam: textbook PyTorch 'adam', or the original driver's 'adam_original' rule"),
     Option("lr_update", None, optional(positive_int), "divide the learning rate by 10 every this many epochs (null: never)"),
     Option("batch_size", 128, at_least(2), "images per update, one random caption each (at least 2)"),
-    Option("lrate", 0.001, positive_number, "learning rate"),
+    Option("lrate", 0.001, positive_number, "learning rate (Adam: beta 0.9, 0.999, eps 1e-8)"),
     Option("max_violation", False, boolean, "hardest negative only (VSE++) instead of the sum over negatives"),
     Option("n_words", None, optional(at_least(2)), "vocabulary cap, the two special ids included (null: every word)"),
     Option("lowercase", False, boolean, "lowercase captions before the vocabulary"),
@@ -211,7 +211,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("valid_split", "dev", plain_name, "split validated during training"),
     Option("seed", 1234, at_least(0), "seed of the initialisation and the batch order"),
     Option("device", None, optional(device), "torch device (null: CUDA when present)", True),
-    Option("resume", False, boolean, "continue save_dir/name from its last checkpoint", True),
+    Option("resume", False, boolean, "continue save_dir/name from its last checkpoint (same result as one uninterrupted run)", True),
     Option("verbose", True, boolean, "progress bar and log lines", True),
 )
 
@@ -269,7 +269,3 @@ def markdown_table() -> str:
         resumable = " (may change on resume)" if o.resumable and o.name not in NOT_RECORDED + ("name", "save_dir") else ""
         rows.append(f"| `{o.name}` | `{_shown(order)}` | {same} | {o.help}{resumable} |")
     return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(markdown_table())
