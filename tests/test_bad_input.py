@@ -293,11 +293,15 @@ def test_resume_with_other_options_refused_and_others_recorded(world, tmp_path, 
     run = save / "o"
     before = snapshot(run)
     changed = [a if a != "16" or i != TINY.index("--batch_size") + 1 else "8" for i, a in enumerate(TINY)]
-    one_line(capsys, [*base, "--max_epochs", "2", "--resume", "yes", *changed], "batch_size 16 -> 8")
-    one_line(capsys, [*base, "--max_epochs", "2", "--resume", "yes", "--dim", "10", *TINY[2:]], "dim 12 -> 10")
+    one_line(capsys, [*base, "--max_epochs", "2", "--resume", "yes", *changed], "trained with batch_size 16, not 8")
+    one_line(capsys, [*base, "--max_epochs", "2", "--resume", "yes", "--dim", "10", *TINY[2:]], "dim 12, not 10")
     assert snapshot(run) == before
     assert main([*base, "--max_epochs", "2", "--resume", "yes", *TINY]) == 0
     assert json.loads((run / runs.CONFIG).read_text())["train"]["max_epochs"] == 2
+    cfg = json.loads((run / runs.CONFIG).read_text())
+    del cfg["train"]["optimizer"]  # a run folder from before the option: it was trained with textbook Adam
+    (run / runs.CONFIG).write_text(json.dumps(cfg))
+    one_line(capsys, [*base, "--max_epochs", "3", "--resume", "yes", *TINY], "optimizer 'adam', not 'adam_original'")
 
 
 def test_checkpoint_without_metadata_is_one_line(run_copy, world, capsys):

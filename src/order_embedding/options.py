@@ -246,13 +246,21 @@ def make_options(preset: str | None = None, **kwargs: Any) -> dict[str, Any]:
     return {name: BY_NAME[name].parse(value) for name, value in merged.items()}
 
 
-def changed_on_resume(recorded: dict[str, Any], options: dict[str, Any]) -> list[str]:
-    """Names of the options that define a run's result and differ from what the run recorded.
+#: What a run folder written before an option existed was trained with (runs then did not record it).
+BEFORE_RECORDED: dict[str, Any] = {"optimizer": "adam", "lr_update": None}
 
-    Options a run did not record (an older run folder) are not compared.
-    """
-    return [o.name for o in OPTIONS
-            if not o.resumable and o.name in recorded and o.name not in NOT_RECORDED and recorded[o.name] != options[o.name]]
+
+def changed_on_resume(recorded: dict[str, Any], options: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, recorded, given)`` for each option that defines a run's result and differs from what the run
+    recorded. Options an older run did not record are compared with :data:`BEFORE_RECORDED`, or not at all."""
+    changed = []
+    for o in OPTIONS:
+        if o.resumable or o.name in NOT_RECORDED or (o.name not in recorded and o.name not in BEFORE_RECORDED):
+            continue
+        was = recorded.get(o.name, BEFORE_RECORDED.get(o.name))
+        if was != options[o.name]:
+            changed.append((o.name, was, options[o.name]))
+    return changed
 
 
 def _shown(value: Any) -> str:

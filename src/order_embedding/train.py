@@ -152,9 +152,8 @@ def _check_resume(run_dir: Path, opt: dict[str, Any]) -> dict[str, Any]:
         raise runs.RunError(f"{run_dir / runs.CONFIG}: no 'train' section to resume from")
     changed = changed_on_resume(recorded, opt)
     if changed:
-        shown = ", ".join(f"{k} {recorded[k]!r} -> {opt[k]!r}" for k in changed)
-        raise ValueError(f"{run_dir} was trained with other options ({shown}); resume it with the recorded ones "
-                         f"or start a new run")
+        shown = "; ".join(f"{name} {was!r}, not {given!r}" for name, was, given in changed)
+        raise ValueError(f"{run_dir} was trained with {shown}: resume it with the recorded options or start a new run")
     return cfg
 
 
