@@ -14,7 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import legacy, runs
-from .backbones import is_torchvision_backbone, random_init
 from .batching import pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .data.npy import DTYPES, NpyWriter
@@ -24,7 +23,7 @@ from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
 from .options import device as parse_device
 from .options import positive_int
-from .vision.images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
+from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -56,8 +55,8 @@ def default_device() -> torch.device:
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> OrderEmbeddingModel:
     """A model of ``config`` holding ``state``; missing, extra or mis-shaped tensors raise :class:`runs.RunError`."""
-    with torch.device("meta"), random_init():  # no initialising (or fetching) weights about to be replaced
-        model = OrderEmbeddingModel(config)
+    with torch.device("meta"):  # no initialising (or fetching) weights about to be replaced
+        model = OrderEmbeddingModel(config, load_weights=False)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -204,10 +203,7 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
 
 def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
     """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
-    if is_torchvision_backbone(model.config.backbone):
-        return ImageFiles(paths, model.config.backbone_options)
-    size = int(model.config.backbone_options.get("image_size", 64))
-    return load_pixels(paths, size, verbose)
+    return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
 
 
 def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,

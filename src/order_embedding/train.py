@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
-from .backbones import is_torchvision_backbone
 from .batching import epoch_batches, pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
@@ -33,8 +32,8 @@ from .inference import (
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
 from .optim import clip_gradients, make_optimizer
-from .options import DEFAULTS, NOT_RECORDED, PRESETS, changed_on_resume, make_options
-from .vision.images import BackboneImageSource, FeatureSource, PixelSource, image_paths
+from .options import NOT_RECORDED, changed_on_resume, make_options
+from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
 
 class TrainingError(RuntimeError):
@@ -88,10 +87,8 @@ def image_source(split: Split, options: dict[str, Any], verbose: bool):
         if split.features is None:
             raise ValueError(f"split {split.name!r} has no image features under images/{options['cnn']}/")
         return FeatureSource(split.features)
-    if is_torchvision_backbone(options["backbone"]):  # image files loaded per batch, augmented for training
-        return BackboneImageSource(image_paths(split.image_files or [], split.image_root), options["backbone_options"])
-    size = int(options["backbone_options"].get("image_size", 64))
-    return PixelSource(image_paths(split.image_files or [], split.image_root), size, verbose)
+    paths = image_paths(split.image_files or [], split.image_root)
+    return pixel_inputs(paths, options["backbone"], options["backbone_options"], train=True, verbose=verbose)
 
 
 def validate(model: LoadedModel, dev: Split, dev_images: np.ndarray) -> dict[str, Any]:
