@@ -375,11 +375,23 @@ def test_stray_temporaries_and_duplicate_metrics_after_resume(world, tmp_path):
     # as if killed after logging two more updates and in the middle of writing a checkpoint
     for uidx in (last_uidx + 1, last_uidx + 2):
         runs.append_metrics(run, {"event": "train", "loss": 1.0, "uidx": uidx, "epoch": 1, "examples": 0, "time": 0})
+    with open(run / runs.METRICS, "a") as f:
+        f.write('{"event": "train", "uidx": ')  # and in the middle of the next record
     (run / ".last.safetensors.abc123.tmp").write_bytes(b"partial")
     train.trainer("order", max_epochs=2, resume=True, **opts)
     assert not list(run.glob("*.tmp"))
     keys = [(r["event"], r["uidx"]) for r in runs.read_metrics(run)]
     assert len(keys) == len(set(keys)) and max(u for _, u in keys) > last_uidx + 2
+    assert all(json.loads(line) for line in (run / runs.METRICS).read_text().splitlines())  # every line whole
+
+
+def test_training_state_is_checked_when_restored():
+    good = train.TrainState(uidx=3, epoch=1, batch=0, examples=48, best_score=12.5, rng={"state": 1})
+    assert train.TrainState.from_dict(json.loads(json.dumps(good.to_dict())), "x") == good
+    for bad in ({**good.to_dict(), "uidx": -1}, {**good.to_dict(), "epoch": 1.5}, {"uidx": 3},
+                {**good.to_dict(), "extra": 0}, "state"):
+        with pytest.raises(runs.RunError, match="training state"):
+            train.TrainState.from_dict(bad, "x")
 
 
 def test_no_traceback_from_a_subprocess(world, tmp_path):

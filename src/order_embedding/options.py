@@ -107,7 +107,7 @@ def json_object(value: Any, name: str = "value") -> dict[str, Any]:
 
 def device(value: Any, name: str = "device") -> str:
     """A torch device present on this machine (``cpu``, ``cuda``, ``cuda:N`` below the device count, ``mps``)."""
-    value = text(value, name)
+    value = text(str(value) if isinstance(value, torch.device) else value, name)
     try:
         dev = torch.device(value)
     except (RuntimeError, ValueError):

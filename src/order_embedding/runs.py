@@ -173,7 +173,13 @@ def truncate_metrics(run_dir: str | os.PathLike, uidx: int) -> int:
         return 0
     records = list(read_metrics(run_dir))
     kept = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("uidx"), int) and r["uidx"] > uidx)]
-    if len(kept) != len(records) or path.read_bytes()[-1:] not in (b"", b"\n"):
+    half_line = False  # a kill in the middle of writing a record
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            half_line = f.read(1) != b"\n"
+    if len(kept) != len(records) or half_line:
         atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
     return len(records) - len(kept)
 

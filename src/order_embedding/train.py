@@ -1,7 +1,8 @@
 """Training: the original driver's ``trainer(**kwargs)``, read top to bottom.
 
 Hyperparameters keep the original names (``dim``, ``dim_word``, ``margin``,
-``lrate``, ``grad_clip``, ``validFreq`` ...). Every ``validFreq`` updates the dev
+``lrate``, ``grad_clip``, ``validFreq`` ...), each declared once in
+:mod:`order_embedding.options`. Every ``validFreq`` updates the dev
 fold is evaluated and the parameters are kept when text-to-image R@1+R@5+R@10 is
 the best so far; ``last.safetensors`` always holds enough to resume.
 """
