@@ -95,9 +95,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     except (TypeError, ValueError) as e:
         raise runs.RunError(f"{path / runs.CONFIG}: {e}") from None
     vocab = Vocabulary.load(path / runs.VOCAB)
-    if vocab.size != config.n_words:
+    if vocab.size > config.n_words:  # ids past the table would fail at the first caption that uses them
         raise runs.RunError(f"{path / runs.VOCAB}: {vocab.size} word ids, but the model's embedding table "
-                            f"(n_words in {runs.CONFIG}) has {config.n_words} rows")
+                            f"(n_words in {runs.CONFIG}) has only {config.n_words} rows")
     if not (path / checkpoint).exists() and not (path / checkpoint).is_symlink():
         raise runs.RunError(f"{path}: no checkpoint yet ({checkpoint} is written at the first validation)")
     state, _ = runs.load_tensors(path / checkpoint)
