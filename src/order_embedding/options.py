@@ -48,7 +48,7 @@ def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise OptionError(f"{name} must be a whole number, got {value!r}")
     if minimum is not None and value < minimum:
-        raise OptionError(f"{name} must be at least {minimum}, got {value}")
+        raise OptionError(f"{name} must be a whole number at least {minimum}, got {value}")
     return value
 
 
