@@ -26,7 +26,6 @@ from conftest import write_tiny_dataset
 from order_embedding import inference as api
 from order_embedding import legacy, options, runs, train
 from order_embedding.cli import main
-from order_embedding.data import load_split
 from order_embedding.data.splits import InputWarning
 
 TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]

@@ -36,8 +36,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"order-embedding: warning: {message}\n"
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"order-embedding: warning: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return int(e.code or 0)
-    warnings.formatwarning = _one_line_warning
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("order-embedding: interrupted", file=sys.stderr)
-        return 130
-    except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # an unreadable or unwritable file, a full disk
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"order-embedding {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():  # warnings print as one line while the command runs
+        warnings.showwarning = _print_warning
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("order-embedding: interrupted", file=sys.stderr)
+            return 130
+        except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # an unreadable or unwritable file, a full disk
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"order-embedding {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+            return 1
