@@ -24,7 +24,7 @@ from .. import runs
 from ..batching import pad_batch
 from ..hypernym.experiment import accuracy_at, best_threshold
 from ..inference import LoadedModel, encode_sentences
-from ..optim import clip_gradients, make_optimizer
+from ..optim import clip_gradients, flush_denormals, make_optimizer
 from ..train import TrainingError
 from ..vocab import Vocabulary
 from .model import (
@@ -185,6 +185,7 @@ def save_best(run_dir: Path, trained: dict[str, TrainedVariant], thresholds: dic
                                                      "best_uidx": {n: t.best_uidx for n, t in trained.items()}})
 
 
+@flush_denormals()  # Adam's moments of words no batch uses decay towards the subnormal range
 def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config: EntailmentConfig,
                   run_dir: Path | None, saved: dict[str, TrainedVariant], thresholds: dict[str, float],
                   device: torch.device, progress: bool = True) -> TrainedVariant:
