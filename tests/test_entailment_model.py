@@ -35,11 +35,17 @@ def test_order_error_puts_the_hypothesis_below_the_premise() -> None:
     assert pair_errors(torch.tensor([[0.2, 0.9]]), torch.tensor([[0.5, 0.9]]), "order").item() == pytest.approx(0.09)
 
 
-def test_symmetric_error_is_minus_the_dot_product_either_way() -> None:
+def test_symmetric_error_is_the_cosine_distance_either_way() -> None:
     p = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
     h = torch.nn.functional.normalize(torch.randn(4, 3), dim=1)
-    np.testing.assert_allclose(pair_errors(p, h, "cosine").numpy(), -(p * h).sum(1).numpy(), rtol=1e-6)
+    # 1 - cos, which for unit vectors is half their squared Euclidean distance
+    half_sq = 0.5 * ((p - h) ** 2).sum(1).numpy()
+    np.testing.assert_allclose(pair_errors(p, h, "cosine").numpy(), half_sq, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pair_errors(p, h, "cosine").numpy(), pair_errors(h, p, "cosine").numpy(), rtol=1e-6)
+    # zero for the same direction, 2 for opposite ones
+    u = torch.tensor([[0.6, 0.8]])
+    assert pair_errors(u, u, "cosine").item() == pytest.approx(0, abs=1e-7)
+    assert pair_errors(u, -u, "cosine").item() == pytest.approx(2)
 
 
 def test_loss_is_the_summed_hinge() -> None:

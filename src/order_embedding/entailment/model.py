@@ -4,8 +4,11 @@ The order model takes the absolute value of the final GRU state as a sentence's 
 (no L2 normalisation, as the original's entailment branch) and scores a pair by the
 order violation ``E(premise, hypothesis) = sum_i max(0, hypothesis_i - premise_i)^2``:
 the hypothesis, the more general sentence, should lie below its premise in every
-coordinate. The symmetric variant L2-normalises the state and uses the cosine
-baseline's error ``-(premise . hypothesis)``, the same for both directions.
+coordinate. The symmetric variant L2-normalises the state and uses the cosine distance
+``1 - premise . hypothesis`` (half the squared distance of the unit vectors), the same for
+both directions. Both errors are non-negative and zero for a perfect pair, so one margin
+means the same for both: with ``-cos`` instead, a margin of 0.2 would ask every pair that is
+not entailed for a negative cosine, which the model meets by parking all pairs at the margin.
 """
 from __future__ import annotations
 
@@ -69,8 +72,12 @@ class EntailmentModel(nn.Module):
 
 
 def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, method: str) -> torch.Tensor:
-    """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one."""
-    return measure(method).paired(hypotheses, premises)
+    """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one.
+
+    The cosine measure's ``-cos`` is shifted to the distance ``1 - cos``.
+    """
+    errors = measure(method).paired(hypotheses, premises)
+    return 1 + errors if method == "cosine" else errors
 
 
 def entailment_loss(errors: torch.Tensor, entailed: torch.Tensor, margin: float) -> torch.Tensor:
