@@ -103,8 +103,7 @@ def test_an_existing_run_is_refused(tmp_path, capsys) -> None:
 
 
 def test_help_describes_every_option(capsys) -> None:
-    with pytest.raises(SystemExit):
-        main(["entailment", "--help"])
+    assert main(["entailment", "--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--dim ", "--dim_word", "--margin", "--max_epochs", "--batch_size", "--lrate", "--validFreq",
                  "--grad_clip", "--optimizer", "--save_dir", "--name", "--seed", "--snli", "--json", "--quick"):
