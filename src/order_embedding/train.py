@@ -31,7 +31,7 @@ from .inference import (
 )
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
-from .optim import clip_gradients, make_optimizer
+from .optim import clip_gradients, make_optimizer, scheduled_lr
 from .vision.images import BackboneImageSource, FeatureSource, PixelSource, image_paths
 from .vocab import Vocabulary
 
@@ -54,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "validFreq": 300,
     "grad_clip": 2.0,
     "clip_mode": "tensor",
-    "optimizer": "adam",
+    "optimizer": "adam_original",
+    "lr_update": None,
     "batch_size": 128,
     "lrate": 0.001,
     "max_violation": False,
@@ -73,8 +74,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: The paper's two models (reference section 3).
 PRESETS: dict[str, dict[str, Any]] = {
-    "order": {"method": "order", "margin": 0.05, "abs": True},
-    "symmetric": {"method": "cosine", "margin": 0.2, "abs": False},
+    "order": {"method": "order", "margin": 0.05, "abs": True, "optimizer": "adam_original", "lr_update": None},
+    "symmetric": {"method": "cosine", "margin": 0.2, "abs": False, "optimizer": "adam_original", "lr_update": None},
 }
 
 
@@ -99,6 +100,9 @@ def make_options(preset: str | None = None, **kwargs: Any) -> dict[str, Any]:
             raise ValueError(f"{key} must be at least 1, got {options[key]}")
     if options["batch_size"] < 2:
         raise ValueError("batch_size must be at least 2 (the loss needs negatives)")
+    if options["lr_update"] is not None and (isinstance(options["lr_update"], bool)
+                                             or not isinstance(options["lr_update"], int) or options["lr_update"] < 1):
+        raise ValueError(f"lr_update must be a whole number of epochs (at least 1) or null, got {options['lr_update']!r}")
     if options["backbone_lrate"] is not None and not float(options["backbone_lrate"]) > 0:
         raise ValueError(f"backbone_lrate must be a positive number, got {options['backbone_lrate']!r}")
     return options
@@ -198,7 +202,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     if opt["load_from"] and not resuming:
         net.load_state_dict(load_model(opt["load_from"], device="cpu").model.state_dict())
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
-    params = [p for g in groups for p in g["params"]]
+    base_lrs = [g["lr"] for g in groups]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     optimizer = make_optimizer(opt["optimizer"], groups, opt["lrate"])
     model = LoadedModel(net, vocab, {k: v for k, v in opt.items() if k not in ("verbose", "device", "resume")}, run_dir)
@@ -206,6 +210,10 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
 
     state = {"uidx": 0, "epoch": 0, "batch": 0, "examples": 0, "best_score": -math.inf, "rng": None}
     if resuming:
+        trained_with = runs.load_json(run_dir / runs.CONFIG)["train"].get("optimizer", "adam")
+        if trained_with != opt["optimizer"]:
+            raise ValueError(f"{run_dir} was trained with optimizer {trained_with!r}; resume it with the same "
+                             f"optimizer, not {opt['optimizer']!r}")
         state = _restore(run_dir, net, optimizer)
         if verbose:
             tqdm.write(f"resuming {run_dir} at epoch {state['epoch']}, update {state['uidx']}")
@@ -252,6 +260,8 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     last_validated = state["uidx"] if resuming else -1
     while state["epoch"] < opt["max_epochs"]:
         state["rng"] = rng.bit_generator.state  # the epoch's draw is replayed on resume
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = scheduled_lr(lr, opt["lr_update"], state["epoch"])
         batches = list(epoch_batches(train.cap2img, train.n_images, opt["batch_size"], rng))
         bar = tqdm(batches[state["batch"]:], desc=f"epoch {state['epoch']}", unit="batch", disable=not verbose,
                    total=len(batches), initial=state["batch"], leave=False)
@@ -269,7 +279,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
                                     f"the last good checkpoint is in {run_dir}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(params, opt["grad_clip"], opt["clip_mode"])
+            clip_gradients(net, opt["grad_clip"], opt["clip_mode"])
             optimizer.step()
             state["uidx"] += 1
             state["batch"] += 1
