@@ -53,6 +53,8 @@ def parse_caption(text: str) -> Claim:
             phrases[-1].append(w)
     objects = []
     for phrase in phrases:
+        if not phrase:
+            raise ValueError(f"caption {text!r}: an empty phrase")
         desc: dict[str, str] = {}
         for w in phrase:
             for table, attribute in ((_SIZES, "size"), (_POSITIONS, "position")):
@@ -64,8 +66,6 @@ def parse_caption(text: str) -> Claim:
                 desc["shape"] = w
             elif w not in _SIZES and w not in _POSITIONS and w not in _NOUNS and w not in _FILLER:
                 raise ValueError(f"caption {text!r}: unknown word {w!r}")
-        if not desc:
-            raise ValueError(f"caption {text!r}: a phrase states nothing")
         objects.append(tuple(sorted(desc.items())))
     return Claim(tuple(objects), count)
 
