@@ -1,7 +1,11 @@
 """Helpers shared by the tests: free loopback ports and independent reference computations."""
 from __future__ import annotations
 
+import importlib.util
 import socket
+
+import numpy as np
+import pytest
 
 
 def free_port() -> int:
@@ -9,3 +13,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def order_penalty(s: np.ndarray, im: np.ndarray) -> np.ndarray:
+    """``E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2`` in float64, materialising the 3-D difference (NaN propagates)."""
+    diff = np.asarray(s, np.float64)[:, None, :] - np.asarray(im, np.float64)[None, :, :]
+    return (np.maximum(diff, 0.0) ** 2).sum(-1)
+
+
+def stable_topk(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest entries of each row and their columns, ascending, ties to the lower column."""
+    order = np.argsort(errors, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(errors, order, 1), order
+
+
+def needs(module: str, extra: str) -> pytest.MarkDecorator:
+    """Skip unless ``module`` can be imported; the reason names the package and the extra that installs it."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"needs the '{module}' package: pip install '.[{extra}]'")

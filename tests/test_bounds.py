@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import order_penalty
 from test_index import QUERIES, make_features, make_run
 
 from order_embedding.index import BOUNDS, META, Index, IndexFileError, build_index
@@ -13,8 +14,7 @@ needs_vnni = pytest.mark.skipif(not bounds.supported(), reason="the bound kernel
 
 
 def numpy_errors(s, im):
-    s, im = np.asarray(s, np.float64), np.asarray(im, np.float64)
-    return (np.maximum(0.0, s[:, None, :] - im[None, :, :]) ** 2).sum(-1)
+    return order_penalty(s, im)
 
 
 def clustered(rng, n, dim, clusters=20, dtype=np.float16):

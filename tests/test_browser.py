@@ -97,6 +97,7 @@ def images_loaded(driver, selector: str) -> bool:
         "return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0);", selector)
 
 
+@pytest.mark.slow
 @pytest.mark.system_packages("chromium", "chromium-driver")
 def test_every_page_in_headless_chromium(server, browser, tmp_path):
     shots = screenshot_dir(tmp_path)

@@ -1,4 +1,4 @@
-"""The Triton kernels of cuda_kernels, run on CPU tensors through Triton's interpreter and checked against NumPy.
+"""The Triton kernels of order_embedding.kernels.cuda, run on CPU tensors through Triton's interpreter and checked against NumPy.
 
 The interpreter is switched on by TRITON_INTERPRET=1, which must be set before Triton
 is imported, so the kernels run in a child process; this process builds the inputs and
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import order_penalty
 
 pytest.importorskip("triton")
 
@@ -75,8 +76,7 @@ print(json.dumps({"available": cuda_kernels.available(), "message": message}))
 
 def reference(s: np.ndarray, im: np.ndarray) -> np.ndarray:
     """The penalty matrix by direct broadcasting in float64."""
-    s, im = np.asarray(s, dtype=np.float64), np.asarray(im, dtype=np.float64)
-    return (np.maximum(s[:, None, :] - im[None, :, :], 0.0) ** 2).sum(-1)
+    return order_penalty(s, im)
 
 
 def reference_topk(s: np.ndarray, im: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,12 @@
 """The main job in its quick form, end to end through the command line."""
 import json
 
+import pytest
+
 from order_embedding.cli import main
 
 
+@pytest.mark.slow
 def test_quick_demo(tmp_path, capsys):
     out = tmp_path / "demo.json"
     assert main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "demo"), "--json", str(out)]) == 0

@@ -3,15 +3,15 @@ import multiprocessing
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import free_port
 
 from order_embedding import distributed, runs
 from order_embedding.batching import pad_batch
 from order_embedding.loss import contrastive_loss
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
-from helpers import free_port
-
 from order_embedding.optim import clip_gradients
 from order_embedding.train import trainer
 
@@ -74,6 +74,7 @@ def test_shards_cover_the_batch_in_order():
     assert distributed.shard(6) == slice(0, 6)  # one process holds everything
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_step(tmp_path):
     run_processes(step_worker, free_port(), str(tmp_path))
     torch.manual_seed(0)
@@ -119,6 +120,7 @@ def trainer_worker(rank: int, world: int, port: int, root: str) -> None:
     distributed.teardown(ctx)
 
 
+@pytest.mark.slow
 def test_two_process_training_and_resume_match_one_process(tmp_path):
     (tmp_path / "data").mkdir()
     write_data(tmp_path / "data")

@@ -22,6 +22,8 @@ from order_embedding.data.prepare import prepare
 from order_embedding.vision import features as F
 from order_embedding.vision.images import IMAGENET_MEAN, IMAGENET_STD, eval_crops
 
+pytest.importorskip("torchvision", reason="needs the 'torchvision' package: pip install '.[vision]'")
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -150,6 +152,7 @@ def test_truncated_and_unreadable_images(data: Path) -> None:
     assert len(listed) == 1 and listed[0].startswith(f"2\t{data / files[2]}\t")
 
 
+@pytest.mark.slow
 def test_vgg19_fc7_and_resnet152_pool_at_224(tmp_path: Path) -> None:
     json_path = write_image_dataset(tmp_path / "raw", n_train=2, n_restval=0, n_val=0, n_test=0)
     prepare(json_path, tmp_path / "d", images=tmp_path / "raw", verbose=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import needs, order_penalty
 from PIL import Image
 from test_features import standardise, ten_crops_by_hand
 from test_prepare import write_image_dataset
@@ -41,7 +42,7 @@ def data(tmp_path: Path) -> Path:
 
 def recalls(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray) -> dict[str, dict[str, float]]:
     """R@1/5/10 both ways under the order-violation error, computed directly (ties go to the lower index)."""
-    e = (np.maximum(0.0, s[:, None, :].astype(np.float64) - im[None, :, :]) ** 2).sum(-1)
+    e = order_penalty(s, im)
 
     def rank(values: np.ndarray, j: int) -> int:
         return int((values < values[j]).sum() + (values[:j] == values[j]).sum())
@@ -51,6 +52,7 @@ def recalls(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray) -> dict[str, dic
     return {d: {f"R@{k}": 100.0 * float(np.mean(r < k)) for k in (1, 5, 10)} for d, r in (("t2i", t2i), ("i2t", i2t))}
 
 
+@needs("torchvision", "vision")
 def test_prepare_extract_train_evaluate(data: Path, tmp_path: Path) -> None:
     assert main(["extract-features", str(data), "--cnn", "resnet18", "--weights", "none", "--image-size", "32",
                  "--workers", "0", "--device", "cpu", "--quiet"]) == 0
@@ -72,13 +74,15 @@ def backbone_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+@pytest.mark.slow
+@needs("torchvision", "vision")
 @pytest.mark.parametrize("finetune", [False, True])
 def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool) -> None:
     initial = backbone_state(torchvision_features("resnet18", "none"))
     run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
                         name="e2e", backbone_options={**LOADER, "finetune": finetune}, **TINY)
     model = api.load_model(run, device="cpu")
-    trained = backbone_state(model.model.image.backbone.net)
+    trained = backbone_state(model.net.image.backbone.net)
     weights = [k for k in initial if k.endswith("weight")]
     stats = [k for k in initial if k.endswith("running_mean")]
     changed = lambda keys: any(not torch.equal(initial[k], trained[k]) for k in keys)  # noqa: E731
@@ -87,7 +91,7 @@ def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool
     # evaluation encodes each test image as the mean over its 10 hand-cut crops
     test = load_split(data, "test")
     with torch.no_grad():
-        im = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
+        im = model.net.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
     want = recalls(api.encode_sentences(model, test.captions), im, test.cap2img)
     got = ranking_eval_5fold(model, split="test")
     for d in ("t2i", "i2t"):
@@ -95,22 +99,23 @@ def test_backbone_training_end_to_end(data: Path, tmp_path: Path, finetune: bool
             assert got[d][k] == pytest.approx(v)
 
 
+@needs("torchvision", "vision")
 def test_backbone_lrate_sets_the_backbone_step_only(data: Path, tmp_path: Path) -> None:
     initial = backbone_state(torchvision_features("resnet18", "none"))
     run = train.trainer("order", data=str(data), backbone="resnet18", dim_image=512, save_dir=str(tmp_path),
                         name="slow", backbone_options={**LOADER, "finetune": True}, backbone_lrate=1e-9, **TINY)
     model = api.load_model(run, device="cpu")
-    trained = backbone_state(model.model.image.backbone.net)
+    trained = backbone_state(model.net.image.backbone.net)
     moved = max(float((initial[k] - trained[k]).abs().max()) for k in initial if k.endswith("weight"))
     # Adam moves each weight by about the learning rate per update: a few updates at 1e-9 stay tiny
     assert 0 < moved < 1e-7
-    groups = train.parameter_groups(model.model, 1e-3, 1e-9)
-    backbone = {id(p) for p in model.model.image.backbone.parameters()}
+    groups = train.parameter_groups(model.net, 1e-3, 1e-9)
+    backbone = {id(p) for p in model.net.image.backbone.parameters()}
     assert [g["lr"] for g in groups] == [1e-3, 1e-9]
     assert {id(p) for p in groups[1]["params"]} == backbone
     assert not backbone & {id(p) for p in groups[0]["params"]}
-    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(p.requires_grad for p in model.model.parameters())
-    assert len(train.parameter_groups(model.model, 1e-3, None)) == 1
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(p.requires_grad for p in model.net.parameters())
+    assert len(train.parameter_groups(model.net, 1e-3, None)) == 1
     with pytest.raises(ValueError, match="backbone_lrate"):
         train.make_options("order", backbone_lrate=0)
 
@@ -126,6 +131,7 @@ def hand_cut_crops(paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack(crops).copy())
 
 
+@needs("torchvision", "vision")
 def test_encode_image_files(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(0)
     config = ModelConfig(n_words=5, dim_word=4, dim=8, dim_image=512, backbone="resnet18", backbone_options=LOADER)
@@ -142,7 +148,7 @@ def test_encode_image_files(data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     got = np.load(tmp_path / "im.npy")
     model = api.load_model(run, device="cpu")
     with torch.no_grad():
-        want = model.model.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
+        want = model.net.encode_image(hand_cut_crops(image_paths(test.image_files, test.image_root))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     (tmp_path / "bad.txt").write_text("no-such-image.jpg\n")
     assert main(["encode", str(run), "--images", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "x.npy")]) == 2
@@ -158,6 +164,7 @@ def test_encode_image_files(data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "extract-features" in capsys.readouterr().err
 
 
+@needs("torchvision", "vision")
 def test_training_and_evaluation_inputs(data: Path) -> None:
     s = load_split(data, "train")
     source = BackboneImageSource(image_paths(s.image_files, s.image_root), {**LOADER, "workers": 2})

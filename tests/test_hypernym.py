@@ -193,6 +193,7 @@ def test_cli_reports_a_file_in_the_wrong_format(tmp_path: Path, capsys) -> None:
     assert "not in the WordNet database format" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.system_packages("wordnet-base")
 def test_cli_on_the_mammal_subtree(tmp_path: Path, capsys) -> None:
     """The fast real-data check: WordNet 3.0 below mammal.n.01 (1,180 synsets, 6,542 closure edges)."""

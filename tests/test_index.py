@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import needs, order_penalty, stable_topk
 
 from order_embedding import runs
 from order_embedding.cli import main
@@ -49,12 +50,7 @@ def make_features(path, n=300, seed=0):
 
 def brute_force(s, im, method, k):
     s, im = s.astype(np.float64), im.astype(np.float64)
-    if method == "order":
-        e = (np.maximum(0.0, s[:, None, :] - im[None, :, :]) ** 2).sum(-1)
-    else:
-        e = -(s @ im.T)
-    idx = np.argsort(e, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(e, idx, 1), idx
+    return stable_topk(order_penalty(s, im) if method == "order" else -(s @ im.T), k)
 
 
 QUERIES = ["w1 w2 w3", "w4", "w5 w6 w0 w9", "w11 w2", "w7 w7 w8"]
@@ -104,6 +100,7 @@ def ann_index(tmp_path, n, **ann):
     return out, Index(out)
 
 
+@needs("faiss", "faiss")
 def test_approximate_search_reranks_faiss_candidates_exactly(tmp_path):
     out, index = ann_index(tmp_path, 400, kind="ivf", nlist=8)
     exact = index.search(QUERIES, k=5)
@@ -122,6 +119,7 @@ def test_approximate_search_reranks_faiss_candidates_exactly(tmp_path):
         assert np.all(np.diff(e[row][ok]) >= 0)
 
 
+@needs("faiss", "faiss")
 def test_hnsw_candidates(tmp_path):
     _, index = ann_index(tmp_path, 200, kind="hnsw", hnsw_m=8)
     exact = index.search(QUERIES, k=3)
@@ -223,7 +221,7 @@ def test_index_of_image_files_for_a_pixel_model(tmp_path, capsys):
                        for n in names]).transpose(0, 3, 1, 2)
     model = load_model(run, device="cpu")
     with torch.no_grad():
-        want = model.model.encode_image(torch.from_numpy(pixels.astype(np.float32) / 255 - 0.5)).numpy()
+        want = model.net.encode_image(torch.from_numpy(pixels.astype(np.float32) / 255 - 0.5)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "idx" / EMBEDDINGS), want, rtol=1e-5, atol=1e-6)
     assert index.image_files() == [str((tmp_path / n).resolve()) for n in names]
     capsys.readouterr()

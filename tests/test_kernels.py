@@ -4,22 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import order_penalty as direct
+from helpers import stable_topk
 
 from order_embedding import measures
 from order_embedding.kernels import cpu as kernels
 from order_embedding.kernels import order_error_matrix, order_topk
 
 
-def direct(s: np.ndarray, im: np.ndarray) -> np.ndarray:
-    """E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2 in float64, materialising the 3-D difference."""
-    diff = np.asarray(s, np.float64)[:, None, :] - np.asarray(im, np.float64)[None, :, :]
-    return (np.maximum(diff, 0.0) ** 2).sum(-1)
-
-
 def direct_topk(s: np.ndarray, im: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    errors = direct(s, im)
-    order = np.argsort(errors, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(errors, order, 1), order
+    return stable_topk(direct(s, im), k)
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

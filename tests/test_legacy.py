@@ -378,7 +378,7 @@ def test_api_load_model_from_prefix(tmp_path: Path, method: str) -> None:
     ref_im = reference_images(options, arrays, feats)
     for path in (prefix, str(prefix), f"{prefix}.pkl", f"{prefix}.npz"):
         model = api.load_model(path, device="cpu")
-        assert model.config.method == method and model.train["margin"] == options[b"margin"]
+        assert model.config.method == method and model.options["margin"] == options[b"margin"]
         assert np.abs(api.encode_sentences(model, CAPTIONS, batch_size=4) - ref_s).max() <= 1e-5
         assert np.abs(api.encode_images(model, feats, batch_size=4) - ref_im).max() <= 1e-5
 

@@ -434,6 +434,7 @@ def test_a_corrupt_checkpoint_is_an_error_answer_not_a_crash(ws, tmp_path):
     assert r.status_code == 409 and "corrupt or truncated" in r.json()["detail"]
 
 
+@pytest.mark.slow
 def test_serve_command_answers_on_localhost(ws):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ from order_embedding import optim, runs, train
 from order_embedding.evaluation import ranking_eval_5fold
 
 
+@pytest.mark.slow
 def test_run_folder_and_learning(tiny_data, tmp_path):
     run = train.trainer("order", name="o", save_dir=str(tmp_path / "runs"), data=str(tiny_data), max_epochs=30,
                         lrate=0.01, **TINY_MODEL)
@@ -60,7 +61,7 @@ def test_nan_loss_stops_and_keeps_checkpoint(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(train.TrainingError, match="loss became nan at update 6"):
         train.trainer("order", name="n", save_dir=str(tmp_path), data=str(tiny_data), max_epochs=5, **TINY_MODEL)
     model = api.load_model(tmp_path / "n")  # the checkpoint of update 4 is intact
-    assert all(torch.isfinite(p).all() for p in model.model.parameters())
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())
 
 
 def test_per_tensor_clipping_matches_formula():

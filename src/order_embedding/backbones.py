@@ -1,9 +1,8 @@
 """Pixel backbones: CNNs that turn image batches into ``dim_image``-wide feature rows."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -12,7 +11,10 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator adding a backbone factory ``f(dim_image, **options) -> nn.Module`` to the registry."""
+    """Decorator adding a backbone factory ``f(dim_image, load_weights=True, **options) -> nn.Module`` to the registry.
+
+    ``load_weights=False`` asks for the architecture alone, for a caller that loads a saved state into it.
+    """
 
     def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         BACKBONES[name] = factory
@@ -21,16 +23,25 @@ def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
     return add
 
 
-def build_backbone(name: str, dim_image: int, **options) -> nn.Module:
-    """An instance of the named backbone producing ``dim_image`` features per image."""
+def build_backbone(name: str, dim_image: int, load_weights: bool = True, **options) -> nn.Module:
+    """An instance of the named backbone producing ``dim_image`` features per image; with ``load_weights``
+    False, no pretrained or file weights are fetched or read."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name](dim_image, **options)
+    return BACKBONES[name](dim_image, load_weights=load_weights, **options)
+
+
+#: Side of the square images the small CNN reads unless its ``image_size`` option says otherwise.
+SMALL_CNN_IMAGE_SIZE = 64
 
 
 @register_backbone("small_cnn")
-def small_cnn(dim_image: int, width: int = 32, image_size: int = 64) -> nn.Module:
-    """A four-block CNN for small images (the demo's shapes world), ending in a ReLU feature layer."""
+def small_cnn(dim_image: int, width: int = 32, image_size: int = SMALL_CNN_IMAGE_SIZE,
+              load_weights: bool = True) -> nn.Module:
+    """A four-block CNN for small images (the demo's shapes world), ending in a ReLU feature layer.
+
+    It has no pretrained weights, so ``load_weights`` changes nothing.
+    """
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -59,19 +70,6 @@ TORCHVISION_DIMS: dict[str, int] = {
     "resnet101": 2048,
     "resnet152": 2048,
 }
-
-_random_init_depth = [0]
-
-
-@contextmanager
-def random_init() -> Iterator[None]:
-    """Inside this block torchvision backbones skip fetching or reading weights (the caller loads a saved state)."""
-    _random_init_depth[0] += 1
-    try:
-        yield
-    finally:
-        _random_init_depth[0] -= 1
-
 
 def is_torchvision_backbone(name: str | None) -> bool:
     """Whether ``name`` is one of the torchvision backbones (as opposed to a small pixel CNN or none)."""
@@ -115,13 +113,13 @@ def torchvision_features(name: str, weights: str = "imagenet", seed: int = 0) ->
     if name not in TORCHVISION_DIMS:
         raise ValueError(f"unknown torchvision backbone {name!r}; choose one of {sorted(TORCHVISION_DIMS)}")
     tv = _torchvision()
-    if weights == "imagenet" and not _random_init_depth[0]:
+    if weights == "imagenet":
         net = tv.models.get_model(name, weights="DEFAULT")
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = tv.models.get_model(name, weights=None)
-        if weights not in ("imagenet", "none") and not _random_init_depth[0]:
+        if weights not in ("imagenet", "none"):
             path = Path(weights)
             try:
                 net.load_state_dict(_read_state(path))
@@ -168,6 +166,7 @@ class TorchvisionBackbone(nn.Module):
 def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
     def factory(
         dim_image: int,
+        load_weights: bool = True,
         weights: str = "imagenet",
         finetune: bool = False,
         image_size: int = 224,
@@ -183,7 +182,7 @@ def _torchvision_factory(name: str) -> Callable[..., nn.Module]:
             raise ValueError(f"crops must be 1 or 10, not {crops!r}")
         if not 0 < image_size <= resize_size:
             raise ValueError(f"need 0 < image_size <= resize_size, got {image_size} and {resize_size}")
-        return TorchvisionBackbone(name, weights, finetune)
+        return TorchvisionBackbone(name, weights if load_weights else "none", finetune)
 
     return factory
 

@@ -13,8 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import load_split, resolve_data_dir
-from .inference import encode_split
+from .inference import encode_split, model_split
 from .measures import measure
 
 Metrics = dict[str, float]
@@ -173,11 +172,7 @@ def ranking_eval_5fold(
     ``data`` and ``cnn`` default to the ones the model was trained with. Returns
     ``{"t2i": metrics, "i2t": metrics, "folds": [per-fold results]}``.
     """
-    data = data or model.train.get("data")
-    if not data:
-        raise ValueError("no dataset given and the model does not record one; pass data=PATH")
-    full = load_split(resolve_data_dir(data), split, cnn=cnn or model.train.get("cnn", "10crop"),
-                      image_root=image_root or model.train.get("image_root"))
+    full = model_split(model, split, data, cnn, image_root)
     if not fold5 or full.n_images <= fold_size:
         result = evaluate_split(model, full, verbose)
         return {**result, "folds": [result]}

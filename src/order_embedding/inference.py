@@ -13,15 +13,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
-from .backbones import is_torchvision_backbone, random_init
+from . import legacy, runs
 from .batching import pad_batch
-from .data import Split
+from .data import Split, load_split, resolve_data_dir
 from .data.npy import DTYPES, NpyWriter
 from .data.text import CAPTION_CHUNK, count_captions, read_caption_chunks
 from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
-from .vision.images import ImageFiles, image_paths, load_pixels, pixels_to_tensor
+from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -29,20 +28,21 @@ from .vocab import Vocabulary
 class LoadedModel:
     """A model ready for encoding: network, vocabulary, configuration and where it came from."""
 
-    model: OrderEmbeddingModel
+    net: OrderEmbeddingModel
     vocab: Vocabulary
-    train: dict[str, Any] = field(default_factory=dict)
+    #: The training options the run recorded (``data``, ``cnn``, ``margin`` ...); the snapshot's for legacy models.
+    options: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
 
     @property
     def config(self) -> ModelConfig:
         """The architecture configuration."""
-        return self.model.config
+        return self.net.config
 
     @property
     def device(self) -> torch.device:
         """Where the network's parameters live."""
-        return next(self.model.parameters()).device
+        return next(self.net.parameters()).device
 
 
 def default_device() -> torch.device:
@@ -52,8 +52,8 @@ def default_device() -> torch.device:
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> OrderEmbeddingModel:
     """A model of ``config`` holding ``state``; missing, extra or mis-shaped tensors raise :class:`runs.RunError`."""
-    with torch.device("meta"), random_init():  # no initialising (or fetching) weights about to be replaced
-        model = OrderEmbeddingModel(config)
+    with torch.device("meta"):  # no initialising (or fetching) weights about to be replaced
+        model = OrderEmbeddingModel(config, load_weights=False)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -70,8 +70,6 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, checkpoint: str = runs.BEST) -> LoadedModel:
     """Load a run folder of this project, or an original ``.pkl``/``.npz`` snapshot pair by its prefix."""
-    from . import legacy
-
     path = Path(path)
     device = torch.device(device) if device is not None else default_device()
     if not path.is_dir() and legacy.is_legacy_prefix(path):
@@ -101,7 +99,7 @@ def _batches(n: int, batch_size: int, verbose: bool, desc: str):
 @torch.no_grad()
 def encode_sentences(model: LoadedModel, sentences: Sequence[str], verbose: bool = False, batch_size: int = 128) -> np.ndarray:
     """Embeddings (float32, one row per sentence) of pre-tokenised sentences (split on whitespace)."""
-    net = model.model.eval()
+    net = model.net.eval()
     ids = [model.vocab.encode(s) for s in sentences]
     out = np.empty((len(ids), model.config.dim), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
@@ -128,7 +126,7 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
 @torch.no_grad()
 def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
-    net = model.model.eval()
+    net = model.net.eval()
     if model.config.backbone is None:
         features = check_features(features, model.config.dim_image)
     if isinstance(features, ImageFiles):  # image files decoded per batch into crops
@@ -176,10 +174,18 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
 
 def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
     """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
-    if is_torchvision_backbone(model.config.backbone):
-        return ImageFiles(paths, model.config.backbone_options)
-    size = int(model.config.backbone_options.get("image_size", 64))
-    return load_pixels(paths, size, verbose)
+    return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
+
+
+def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,
+                image_root: str | os.PathLike | None = None) -> Split:
+    """A split of the data set the model was trained on, or of ``data``; features and image root as in training
+    unless given."""
+    data = data or model.options.get("data")
+    if not isinstance(data, (str, os.PathLike)) or not str(data):
+        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
+    return load_split(resolve_data_dir(data), split, cnn=cnn or model.options.get("cnn", "10crop"),
+                      image_root=image_root or model.options.get("image_root"))
 
 
 def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:

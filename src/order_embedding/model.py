@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .backbones import build_backbone
 from .measures import measure
 
 
@@ -108,14 +109,13 @@ class ImageEncoder(nn.Module):
 class OrderEmbeddingModel(nn.Module):
     """Maps captions and images into a shared space: unit vectors, non-negative for the order model."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, load_weights: bool = True) -> None:
+        """``load_weights`` False builds a pixel backbone without fetching or reading its pretrained weights."""
         super().__init__()
         self.config = config
         backbone = None
         if config.backbone is not None:
-            from .backbones import build_backbone
-
-            backbone = build_backbone(config.backbone, config.dim_image, **config.backbone_options)
+            backbone = build_backbone(config.backbone, config.dim_image, load_weights, **config.backbone_options)
         self.text = SentenceEncoder(config.n_words, config.dim_word, config.dim)
         self.image = ImageEncoder(config.dim_image, config.dim, backbone)
 

@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
-from .backbones import is_torchvision_backbone
 from .batching import epoch_batches, pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
@@ -32,7 +31,7 @@ from .inference import (
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
 from .optim import clip_gradients, make_optimizer, scheduled_lr
-from .vision.images import BackboneImageSource, FeatureSource, PixelSource, image_paths
+from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
 
 #: The original driver's shared defaults (section 3 of the reference), plus this project's options.
@@ -127,10 +126,8 @@ def image_source(split: Split, options: dict[str, Any], verbose: bool):
         if split.features is None:
             raise ValueError(f"split {split.name!r} has no image features under images/{options['cnn']}/")
         return FeatureSource(split.features)
-    if is_torchvision_backbone(options["backbone"]):  # image files loaded per batch, augmented for training
-        return BackboneImageSource(image_paths(split.image_files or [], split.image_root), options["backbone_options"])
-    size = int(options["backbone_options"].get("image_size", 64))
-    return PixelSource(image_paths(split.image_files or [], split.image_root), size, verbose)
+    paths = image_paths(split.image_files or [], split.image_root)
+    return pixel_inputs(paths, options["backbone"], options["backbone_options"], train=True, verbose=verbose)
 
 
 def validate(model: LoadedModel, dev: Split, dev_images: np.ndarray) -> dict[str, Any]:
@@ -200,7 +197,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
                          backbone=opt["backbone"], backbone_options=dict(opt["backbone_options"]))
     net = OrderEmbeddingModel(config).to(device)
     if opt["load_from"] and not resuming:
-        net.load_state_dict(load_model(opt["load_from"], device="cpu").model.state_dict())
+        net.load_state_dict(load_model(opt["load_from"], device="cpu").net.state_dict())
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
     base_lrs = [g["lr"] for g in groups]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
@@ -220,7 +217,7 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         vocab.save(run_dir / runs.VOCAB)
-        runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.train})
+        runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.options})
     rng = np.random.default_rng(opt["seed"])
     if resuming:
         rng.bit_generator.state = state["rng"]

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from ..train import TrainingError
+
 #: Subcommand modules under ``order_embedding.cli``; each defines ``register(subparsers)``
 #: adding its parser(s) with ``set_defaults(func=...)``.
 COMMANDS = [
@@ -36,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` and run the chosen subcommand; user errors print one line."""
-    from ..train import TrainingError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -5,9 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..data import load_split, resolve_data_dir
 from ..evaluation import ranking_eval_5fold, retrieval_lists
-from ..inference import encode_split, load_model
+from ..inference import encode_split, load_model, model_split
 from ..report import model_label, results_table, rounded
 from ..runs import atomic_write
 
@@ -50,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_ranks(model, args: argparse.Namespace, path: Path) -> None:
     """Per-query ranks and top-10 lists over the whole split, for browsing."""
-    data = args.data or model.train.get("data")
-    if not data:
-        raise ValueError("no dataset given and the run does not record one; pass --data")
-    split = load_split(resolve_data_dir(data), args.split, cnn=args.cnn or model.train.get("cnn", "10crop"),
-                       image_root=args.image_root or model.train.get("image_root"))
+    split = model_split(model, args.split, args.data, args.cnn, args.image_root)
     s, im = encode_split(model, split)
     lists = retrieval_lists(s, im, split.cap2img, model.config.method, k=10)
     doc = {"split": args.split, "method": model.config.method, "captions": split.captions,

@@ -8,10 +8,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..data import load_split, resolve_data_dir
 from ..index import DTYPES, Index, build_ann, build_index
-from ..inference import load_model, split_images
+from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
+from .encode import image_list, read_captions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,15 +55,11 @@ def run_build(args: argparse.Namespace) -> int:
     model = load_model(args.run, device=args.device or "cpu")
     features, images = args.features, None
     if args.images is not None:
-        from .encode import image_list
-
         images = image_list(args.images, args.image_root)
     elif args.split is not None:
-        data = args.data or model.train.get("data")
-        if not isinstance(data, str):
+        if not (args.data or model.options.get("data")):
             raise ValueError("--split needs --data DATA_DIR: the run records no data set")
-        split = load_split(resolve_data_dir(data), args.split, cnn=model.train.get("cnn", "10crop"),
-                           image_root=model.train.get("image_root"))
+        split = model_split(model, args.split, args.data)
         if model.config.backbone is None:
             features = split_images(model, split)
         else:
@@ -83,8 +79,6 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"-k must be at least 1, got {args.k}")
     sentences = list(args.sentences)
     if args.queries is not None:
-        from .encode import read_captions
-
         sentences += read_captions(args.queries)
     if not sentences:
         raise ValueError("no query: give sentences or --queries FILE")

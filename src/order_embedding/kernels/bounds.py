@@ -242,7 +242,7 @@ def _bounded_kernel(q: np.ndarray, q8: np.ndarray, address: int, half: bool, bou
     integer bound that can still enter query r's top-k, shared by the parts.
     scored[p] counts the pairs part p scored exactly.
     """
-    n_parts, n_q, k = top_err.shape[0], top_err.shape[1], top_err.shape[2]
+    n_parts = top_err.shape[0]
     dim = q.shape[1]
     width = q8.shape[1]
     chunks = width // 64

@@ -10,6 +10,8 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from ..backbones import SMALL_CNN_IMAGE_SIZE, is_torchvision_backbone
+
 #: The ImageNet pixel statistics the torchvision networks were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -230,3 +232,14 @@ class BackboneImageSource:
         if train:
             return f.loader.load(indices, lambda img: train_crop(img, f.image_size, f.mean, f.std))
         return f.loader.load(indices, lambda img: eval_crops(img, f.resize_size, f.image_size, f.crops, f.mean, f.std))
+
+
+def pixel_inputs(paths: Sequence[str | os.PathLike], backbone: str, options: dict, train: bool,
+                 verbose: bool = False):
+    """Image files as the input of a pixel backbone: for training an :class:`ImageSource` (a torchvision
+    backbone's augmented crops, or the small CNN's decoded pixels), otherwise what ``encode_images`` takes
+    (evaluation crops decoded per batch, or decoded pixels)."""
+    if is_torchvision_backbone(backbone):
+        return BackboneImageSource(paths, options) if train else ImageFiles(paths, options)
+    size = int(options.get("image_size", SMALL_CNN_IMAGE_SIZE))
+    return PixelSource(paths, size, verbose) if train else load_pixels(paths, size, verbose)
