@@ -108,6 +108,7 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#runs-table tr[data-run]")) == 5)
     broken = browser.find_element(By.CSS_SELECTOR, '#runs-table tr[data-run="broken"]')
     assert "error" in broken.get_attribute("class") and "config.json" in broken.text
+    assert str(server["runs"].parent) not in browser.find_element(By.TAG_NAME, "body").text  # no absolute paths
     order_row = browser.find_element(By.CSS_SELECTOR, '#runs-table tr[data-run="order"]').text
     best = max((r for r in records(server["runs"] / "order") if r["event"] == "valid"), key=lambda r: r["score"])
     shown = [float(x) for x in order_row.split()[-10:]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,10 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from helpers import free_port
+
+pytest.importorskip("fastapi", reason="the server tests need the 'serve' extra (fastapi, uvicorn)")
+pytest.importorskip("uvicorn", reason="the server tests need the 'serve' extra (fastapi, uvicorn)")
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the test client's notice about its HTTP library
@@ -170,7 +173,14 @@ def test_runs_lists_every_folder_with_errors_as_rows(client, ws):
     assert hyper["best"]["order"]["dev_accuracy"] == 85.5 and hyper["best"]["cosine"]["dev_accuracy"] == 62.5
     assert hyper["hyperparameters"]["order.margin"] == 1.0
     one = client.get("/api/runs/order").json()
-    assert one["config"] == json.loads((ws["runs"] / "order" / runs.CONFIG).read_text())
+    config = json.loads((ws["runs"] / "order" / runs.CONFIG).read_text())
+    assert sorted(one["config"]) == sorted(config) and one["config"]["model"] == config["model"]
+    for key, value in config["train"].items():  # the config as written, with absolute paths shown by their end
+        shown = one["config"]["train"][key]
+        if isinstance(value, str) and value.startswith("/"):
+            assert not shown.startswith("/") and shown.endswith(Path(value).name), (key, shown)
+        else:
+            assert shown == value, key
     assert client.get("/api/runs/nope").status_code == 404
 
 
@@ -436,9 +446,7 @@ def test_a_corrupt_checkpoint_is_an_error_answer_not_a_crash(ws, tmp_path):
 
 @pytest.mark.slow
 def test_serve_command_answers_on_localhost(ws):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "order_embedding", "serve", str(ws["runs"]), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -455,3 +463,244 @@ def test_serve_command_answers_on_localhost(ws):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+# ---------------------------------------------------------------------- hostile input against a live server
+
+def disk_state(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``: its kind, link target or size, and for regular files their bytes' hash
+    (read with lstat, so a FIFO is never opened)."""
+    import hashlib
+    import stat as st
+
+    out = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if st.S_ISLNK(info.st_mode):
+            out[str(path)] = ("link", os.readlink(path))
+        elif st.S_ISREG(info.st_mode):
+            out[str(path)] = ("file", info.st_size, info.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+        else:
+            out[str(path)] = (st.S_IFMT(info.st_mode), info.st_mtime_ns)
+    return out
+
+
+def one_line(response: httpx.Response) -> str:
+    """The error message of an answer, checked to be one line."""
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail, detail
+    return detail
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def hostile(ws, tmp_path_factory):
+    """A workspace of runs with unreadable files, its data and an index, served by ``order-embedding serve``
+    on a free loopback port (in a child process, so that a frozen server cannot freeze the tests)."""
+    from order_embedding.index import build_index
+
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(ws["data"], root / "data")
+    for name in ("order", "fifo", "zero"):
+        shutil.copytree(ws["runs"] / "order", root / "runs" / name)
+    (root / "runs" / "fifo" / runs.CONFIG).unlink()
+    os.mkfifo(root / "runs" / "fifo" / runs.CONFIG)
+    (root / "runs" / "zero" / runs.BEST).unlink()
+    os.symlink("/dev/zero", root / "runs" / "zero" / runs.BEST)
+    build_index(root / "runs" / "order", load_split(root / "data", "test").features, root / "shapes")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "order_embedding", "serve", str(root / "runs"), "--data",
+                             str(root / "data"), "--images", str(root / "data"), "--index", str(root / "shapes"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            httpx.get(base + "/api/indexes", timeout=2)
+            break
+        except httpx.TransportError:
+            assert time.time() < deadline, "the server did not answer"
+            time.sleep(0.2)
+    before = disk_state(root)
+    yield {"root": root, "base": base, "pid": proc.pid}
+    try:
+        assert proc.poll() is None, "the server died"
+        assert disk_state(root) == before, "serving changed files on disk"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def get(hostile, route: str, **params) -> httpx.Response:
+    """One request, answered within 10 s or failed."""
+    return httpx.get(hostile["base"] + route, params=params, timeout=10)
+
+
+@pytest.mark.slow
+def test_an_unreadable_run_is_an_error_row_and_never_freezes_the_server(hostile):
+    for _ in range(50):  # more requests than the server has threads
+        t = time.time()
+        r = get(hostile, "/api/runs")
+        assert r.status_code == 200 and time.time() - t < 10
+        rows = {row["id"]: row for row in r.json()["runs"]}
+        assert not rows["fifo"]["ok"] and rows["fifo"]["error"] == "runs/fifo/config.json: not a regular file"
+        assert rows["order"]["ok"] and rows["zero"]["ok"]
+    r = get(hostile, "/api/runs/fifo")
+    assert r.status_code == 200 and r.json()["config"] is None
+    r = get(hostile, "/api/search", run="fifo", q="a red dot")
+    assert r.status_code == 409 and one_line(r) == "runs/fifo/config.json: not a regular file"
+    r = get(hostile, "/api/metrics", run="fifo")
+    assert r.status_code == 200 and r.json()["runs"][0]["error"] == "runs/fifo/config.json: not a regular file"
+    memory = rss_kib(hostile["pid"])
+    for _ in range(5):
+        r = get(hostile, "/api/search", run="zero", q="a red dot")
+        assert r.status_code == 409 and one_line(r) == "runs/zero/model.safetensors: not a regular file"
+    assert rss_kib(hostile["pid"]) - memory < 100_000  # /dev/zero was never read
+    assert get(hostile, "/api/search", run="order", q="a red dot").status_code == 200
+
+
+@pytest.mark.slow
+def test_bad_queries_and_split_names_get_one_line_answers(hostile):
+    for i in range(50):
+        r = get(hostile, "/api/search", run="order", split=f"nosuch{i}", q="a red dot")
+        assert r.status_code == 404 and one_line(r) == f"data: no split 'nosuch{i}' (splits: dev, test, train, val)"
+    for params, status, message in (
+            ({"q": "   "}, 400, "query is empty: type at least one word"),
+            ({"q": "a", "split": "../etc"}, 400, "bad split name '../etc'"),
+            ({"q": "a", "image": 1}, 400, "give exactly one of q (a sentence) or image (an image index)"),
+            ({"image": 99}, 404, "split 'test' has images 0..15, not 99")):
+        r = get(hostile, "/api/search", run="order", **params)
+        assert r.status_code == status and one_line(r) == message, params
+    r = get(hostile, "/api/index-search", index="shapes", q="")
+    assert r.status_code == 400 and one_line(r) == "query is empty: type at least one word"
+    r = get(hostile, "/api/search", run="order", q="a " * MAX_QUERY_CHARS)
+    assert r.status_code == 422
+
+
+@pytest.mark.slow
+def test_answers_show_no_absolute_paths(hostile):
+    root = str(hostile["root"])
+    answers = [get(hostile, "/api/runs"), get(hostile, "/api/runs/order"), get(hostile, "/api/runs/fifo"),
+               get(hostile, "/api/indexes"), get(hostile, "/api/metrics", run=["fifo", "zero"]),
+               get(hostile, "/api/search", run="zero", q="a"), get(hostile, "/api/search", run="order", split="x", q="a")]
+    for r in answers:
+        assert root not in r.text and "/pytest-of-" not in r.text, r.text[:300]
+    body = answers[0].json()
+    assert (body["runs_dir"], body["data_dir"], body["image_root"]) == ("runs", "data", "data")
+    assert answers[3].json()["indexes"][0]["run"] == "runs/order"
+    assert answers[1].json()["config"]["train"]["data"] in ("data", "…/data")
+
+
+@pytest.mark.slow
+def test_listing_a_run_prepares_its_search_in_the_background(hostile):
+    deadline = time.time() + 60
+    while True:
+        row = next(r for r in get(hostile, "/api/runs").json()["runs"] if r["id"] == "order")
+        if row["prepared"]["state"] == "ready":
+            break
+        assert row["prepared"]["state"] == "preparing" and time.time() < deadline, row["prepared"]
+        time.sleep(0.2)
+    assert row["prepared"] == {"split": "test", "state": "ready", "error": None}
+    zero = next(r for r in get(hostile, "/api/runs").json()["runs"] if r["id"] == "zero")
+    assert not zero["has_model"] and not zero["searchable"] and zero["prepared"] is None
+
+
+def test_a_bad_index_is_one_line_at_startup_and_in_index_search(ws, tmp_path):
+    from order_embedding.index import build_index
+
+    good = build_index(ws["runs"] / "order", load_split(ws["data"], "test").features, tmp_path / "good")
+    meta = json.loads((good / "index.json").read_text())
+    cases = {"no-count": ({k: v for k, v in meta.items() if k != "count"}, "count must be a whole number, got None"),
+             "bad-dtype": ({**meta, "dtype": "int8"}, "dtype must be one of float16, float32, got 'int8'"),
+             "bad-measure": ({**meta, "method": "euclid"}, "method must be one of order, cosine, got 'euclid'")}
+    for name, (bad, message) in cases.items():
+        shutil.copytree(good, tmp_path / name)
+        (tmp_path / name / "index.json").write_text(json.dumps(bad))
+    before = disk_state(tmp_path)
+    cli = [sys.executable, "-m", "order_embedding"]
+    for name, (_, message) in cases.items():
+        line = f"{tmp_path / name / 'index.json'}: {message}"
+        serve = subprocess.run(cli + ["serve", str(ws["runs"]), "--index", str(tmp_path / name), "--port",
+                                      str(free_port())], capture_output=True, text=True, timeout=60)
+        search = subprocess.run(cli + ["index", "search", str(tmp_path / name), "a red dot"],
+                                capture_output=True, text=True, timeout=60)
+        for done, command in ((serve, "serve"), (search, "index")):
+            assert done.returncode == 2 and done.stderr == f"order-embedding {command}: error: {line}\n", done.stderr
+    empty = subprocess.run(cli + ["index", "search", str(good), "  "], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2
+    assert empty.stderr == "order-embedding index: error: query is empty: type at least one word\n"
+    assert disk_state(tmp_path) == before
+
+
+def karpathy_data(ws, root: Path) -> Path:
+    """The test split of the workspace as a Karpathy ``dataset_shapes.json`` (images 0-11 test, 12-15 val)."""
+    split = load_split(ws["data"], "test")
+    images = [{"split": "test" if i < 12 else "val", "filename": f"{i}.png",
+               "sentences": [{"tokens": split.captions[c].split()} for c in np.flatnonzero(split.cap2img == i)]}
+              for i in range(split.n_images)]
+    (root / "images" / "10crop").mkdir(parents=True)
+    (root / "dataset_shapes.json").write_text(json.dumps({"images": images}))
+    np.save(root / "images" / "10crop" / "dataset_shapes.npy", split.features)
+    return root
+
+
+def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp_path, monkeypatch):
+    import order_embedding.data.splits as data_splits
+
+    data = karpathy_data(ws, tmp_path / "karpathy")
+    parsed = []
+    real_load = json.load
+    monkeypatch.setattr(data_splits.json, "load", lambda f, **kw: parsed.append(f.name) or real_load(f, **kw))
+    c = TestClient(create_app(ws["runs"], data_dir=data, prepare=False))
+    for i in range(50):
+        r = c.get("/api/search", params={"run": "order", "split": f"x{i}", "q": "a red dot"})
+        assert r.status_code == 404 and one_line(r) == f"karpathy: no split 'x{i}' (splits: dev, test, val)"
+    assert len(parsed) == 1  # the split names, read once
+    assert c.get("/api/search", params={"run": "order", "split": "val", "q": "a red dot", "k": 4}).status_code == 200
+    assert c.get("/api/search", params={"run": "order", "split": "nope", "q": "a"}).status_code == 404
+    assert len(parsed) == 2  # and the val split itself
+
+
+def test_a_burst_shares_one_preparation_and_expensive_work_runs_one_at_a_time(ws, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import order_embedding.server.store as store_module
+
+    active, most, calls = [0], [0], []
+    real = store_module.encode_images
+
+    def counted(*args, **kwargs):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        calls.append(args[0])
+        try:
+            time.sleep(0.2)  # long enough for the burst to pile up
+            return real(*args, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(store_module, "encode_images", counted)
+    store = RunStore(ws["runs"], data_dir=ws["data"], prepare=False)
+    sentences = ["a red dot", "a blue square", "something green", "the yellow bar here", "a circle"]
+    jobs = [(run, split, sentences[i % 5], 3 + i % 4) for i, (run, split) in
+            enumerate([(run, split) for run in ("order", "symmetric") for split in ("dev", "test")] * 16)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda job: store.search_text(*job), jobs))
+    assert len(calls) == 4 and most[0] == 1  # one encoding per run and split, never two at once
+    for run in ("order", "symmetric"):  # queries encoded together get each their own answer
+        model = load_model(ws["runs"] / run, device="cpu")
+        for split_name in ("dev", "test"):
+            split = load_split(ws["data"], split_name)
+            im = real(model, split.features)
+            for (r, sp, sentence, k), answer in zip(jobs, answers):
+                if (r, sp) == (run, split_name):
+                    errors = numpy_errors(model.config.method, encode_sentences(model, [sentence]), im)[0]
+                    got = answer["results"]
+                    assert_top(errors, [x["image"] for x in got], [x["error"] for x in got], k)

@@ -177,15 +177,25 @@ def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose:
     return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
 
 
+def split_source(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
+                 image_root: str | os.PathLike | None = None) -> tuple[Path, str, str | None]:
+    """``(data folder, features name, image root)`` of the data set a run trained on (its recorded training
+    ``options``), or of ``data``; features and image root as in training unless given."""
+    data = data or options.get("data")
+    if not isinstance(data, (str, os.PathLike)) or not str(data):
+        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
+    cnn = cnn or options.get("cnn")
+    root = image_root or options.get("image_root")
+    return (resolve_data_dir(data), cnn if isinstance(cnn, str) else "10crop",
+            str(root) if isinstance(root, (str, os.PathLike)) else None)
+
+
 def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,
                 image_root: str | os.PathLike | None = None) -> Split:
     """A split of the data set the model was trained on, or of ``data``; features and image root as in training
-    unless given."""
-    data = data or model.options.get("data")
-    if not isinstance(data, (str, os.PathLike)) or not str(data):
-        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
-    return load_split(resolve_data_dir(data), split, cnn=cnn or model.options.get("cnn", "10crop"),
-                      image_root=image_root or model.options.get("image_root"))
+    unless given (see :func:`split_source`)."""
+    data_dir, cnn, root = split_source(model.options, data, cnn, image_root)
+    return load_split(data_dir, split, cnn=cnn, image_root=root)
 
 
 def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -374,3 +374,30 @@ def _load_karpathy(json_path: Path, split: str, cnn: str, image_root: str | os.P
         image_files=files,
         image_root=str(image_root if image_root is not None else json_path.parent),
     )
+
+
+def split_names(path: str | os.PathLike) -> list[str]:
+    """Every split name :func:`load_split` may find in a data folder or Karpathy file (``dev`` and ``val`` both
+    when either is there; ``train`` when a Karpathy file has ``restval``); any other name is not there."""
+    root = resolve_data_dir(path)
+    names: set[str] = set()
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.endswith("_caps.txt"):
+                names.add(p.name[: -len("_caps.txt")])
+            elif p.suffix == ".txt" and not p.stem.endswith(("_images", "_cap2img")):
+                names.add(p.stem)  # image lists and caption-to-image files go with a split, they are not one
+        jsons = sorted(root.glob("dataset_*.json"))
+    else:
+        jsons = [root] if root.suffix == ".json" else []
+    if len(jsons) == 1:
+        try:
+            with open(jsons[0], encoding="utf-8") as f:
+                images = json.load(f).get("images", [])
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise DataError(f"{jsons[0]}: not a Karpathy dataset file ({e})") from None
+        found = {im["split"] for im in images if isinstance(im, dict) and isinstance(im.get("split"), str)}
+        names |= found | ({"train"} if "restval" in found else set())
+    if names & {"dev", "val"}:
+        names |= {"dev", "val"}
+    return sorted(names)

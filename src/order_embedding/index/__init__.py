@@ -21,6 +21,7 @@ storing), :mod:`.search` (the :class:`Index` class), :mod:`.ann` (FAISS candidat
 """
 from .build import build_ann, build_index
 from .layout import BOUNDS, DTYPES, EMBEDDINGS, FILES, META, IndexFileError
-from .search import Index
+from .search import Index, check_query
 
-__all__ = ["BOUNDS", "DTYPES", "EMBEDDINGS", "FILES", "META", "Index", "IndexFileError", "build_ann", "build_index"]
+__all__ = ["BOUNDS", "DTYPES", "EMBEDDINGS", "FILES", "META", "Index", "IndexFileError", "build_ann", "build_index",
+           "check_query"]

@@ -1,7 +1,6 @@
 """Searching an index folder: exact streamed top-k, bounded by the stored lower bounds, or FAISS candidates."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +13,27 @@ from ..inference import LoadedModel, encode_sentences, load_model
 from ..kernels import bounds as lower_bounds
 from ..measures import exact_topk
 from .ann import load_ann, rerank, set_search_params
-from .layout import BOUNDS, EMBEDDINGS, FILES, FORMAT, META, IndexFileError
+from .layout import (
+    BOUNDS,
+    EMBEDDINGS,
+    FILES,
+    META,
+    IndexFileError,
+    check_meta,
+    check_regular,
+)
+
+#: Longest line of an index's image list, in bytes (the list may hold this much per image).
+MAX_FILES_BYTES = 4096
+
+
+def check_query(query: str, what: str = "query") -> str:
+    """``query`` when it is a sentence with at least one word; the one rule for every search of typed text."""
+    if not isinstance(query, str):
+        raise ValueError(f"{what} must be a sentence, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError(f"{what} is empty: type at least one word")
+    return query
 
 
 class Index:
@@ -26,12 +45,10 @@ class Index:
             raise IndexFileError(f"{self.path}: not an index folder (no {META})")
         try:
             meta = runs.load_json(self.path / META)
-        except (OSError, ValueError) as e:
-            raise IndexFileError(f"{self.path / META}: unreadable ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexFileError(f"{self.path / META}: not an {FORMAT} description")
-        self.meta = meta
-        self.rows = NpyRows(self.path / EMBEDDINGS)
+        except runs.RunError as e:
+            raise IndexFileError(str(e)) from None
+        self.meta = meta = check_meta(meta, self.path / META)
+        self.rows = NpyRows(check_regular(self.path / EMBEDDINGS))
         if self.rows.shape != (meta["count"], meta["dim"]) or self.rows.dtype != np.dtype(meta["dtype"]):
             raise IndexFileError(f"{self.path / EMBEDDINGS}: shape {self.rows.shape} dtype {self.rows.dtype} "
                               f"disagree with {META} ({meta['count']} x {meta['dim']} {meta['dtype']})")
@@ -41,14 +58,13 @@ class Index:
         self._bounds: np.ndarray | None = None
         self._files: list[str] | None = None
         if "bounds" in meta:
-            step = meta["bounds"].get("step") if isinstance(meta["bounds"], dict) else None
-            if not isinstance(step, float) or not math.isfinite(step) or step <= 0:
-                raise IndexFileError(f"{self.path / META}: bounds step must be a positive number, got {step!r}")
-            bounds = NpyRows(self.path / BOUNDS)
+            bounds = NpyRows(check_regular(self.path / BOUNDS))
             bounds.close()
             if bounds.shape != (meta["count"], lower_bounds.padded_dim(meta["dim"])) or bounds.dtype != np.uint8:
                 raise IndexFileError(f"{bounds.path}: shape {bounds.shape} dtype {bounds.dtype} do not match "
                                      f"{meta['count']} images of dimension {meta['dim']}")
+        if os.path.lexists(self.path / FILES):
+            check_regular(self.path / FILES)
 
     @property
     def method(self) -> str:
@@ -57,6 +73,11 @@ class Index:
 
     def __len__(self) -> int:
         return self.rows.shape[0]
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether :meth:`model` has loaded the model already."""
+        return self._model is not None
 
     def model(self, device: str | None = None) -> LoadedModel:
         """The model the index was built with (loaded once), to encode queries."""
@@ -69,7 +90,13 @@ class Index:
     def image_files(self) -> list[str] | None:
         """The image file of each row, for indexes built from image files (else None); read once."""
         if self._files is None and (self.path / FILES).is_file():
-            files = (self.path / FILES).read_text(encoding="utf-8").splitlines()
+            try:
+                files = runs.read_regular(self.path / FILES, MAX_FILES_BYTES * max(1, len(self)), "image list")
+                files = files.decode("utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise IndexFileError(f"{self.path / FILES}: not UTF-8 text") from None
+            except runs.RunError as e:
+                raise IndexFileError(str(e)) from None
             if len(files) != len(self):
                 raise IndexFileError(f"{self.path / FILES}: {len(files)} lines for {len(self)} images")
             self._files = files
@@ -113,6 +140,8 @@ class Index:
         """``(errors, image indices)`` of the ``k`` best images for each sentence, queries batched together."""
         if isinstance(sentences, str):
             raise ValueError("pass a list of sentences, not one string")
+        for i, sentence in enumerate(sentences):
+            check_query(sentence, f"query {i + 1}" if len(sentences) > 1 else "query")
         model = self.model()
         errors, indices = [], []
         for i in range(0, len(sentences), batch_size):

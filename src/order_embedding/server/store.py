@@ -1,136 +1,52 @@
 """What the server knows about a folder of runs: summaries, metric logs, models, embeddings and retrieval lists.
 
-Everything is read from the run folders on demand. Summaries and logs are re-read on
-every request (runs change while they train); loaded models, split embeddings and
-retrieval lists are cached per run and split, and dropped when the run's
-``model.safetensors`` changes. At most ``max_models`` models (with their
-embeddings) and ``max_splits`` data splits stay loaded; the least recently used
-ones are dropped first.
+Summaries and logs are re-read as runs change (see :mod:`.runs_view`); loaded models
+(:mod:`.models`), data splits (:mod:`.splits`), split embeddings and retrieval lists
+are cached per run and split, and dropped when the run's files or the data change.
+Loading and encoding run on a bounded pool of workers (:mod:`.jobs`): requests that
+need the same preparation wait for one job, and a burst queues rather than
+multiplying memory. Listing a run starts preparing its ``test`` split in the
+background, so that its first search does not wait for the encoding.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import runs
-from ..data import DataError, Split, load_split, resolve_data_dir
+from ..data import Split
 from ..evaluation import recall_metrics, retrieval_lists
-from ..index import Index, IndexFileError
 from ..inference import (
-    LoadedModel,
     compute_errors,
     encode_images,
     encode_sentences,
-    load_model,
     split_images,
+    split_source,
 )
 from ..measures import exact_topk
+from .errors import NotFound, Unavailable
+from .indexes import IndexShelf
+from .jobs import WORKERS, Jobs
+from .models import MAX_MODELS, CachedModel, ModelCache, model_stamp
+from .paths import PathView, safe_path
+from .queries import MAX_QUERY_CHARS, Batcher, tokens
+from .runs_view import RunFolders
+from .splits import MAX_SPLITS, SplitCache
 
-#: Longest accepted search query, in characters.
-MAX_QUERY_CHARS = 500
+__all__ = ["MAX_K", "MAX_MODELS", "MAX_QUERY_CHARS", "MAX_SPLITS", "NotFound", "RunStore", "Unavailable", "safe_path"]
+
 #: Largest number of results one search or listing returns.
 MAX_K = 100
 #: Length of the top lists of the browser (the model's top 10).
 TOP_K = 10
-#: Hyperparameters shown in the runs table, when a run records them.
-SHOWN_OPTIONS = ("method", "dim", "dim_word", "dim_image", "margin", "lrate", "batch_size", "max_epochs",
-                 "max_violation", "backbone", "encoder", "abs", "data", "cnn")
-METRIC_KEYS = ("R@1", "R@5", "R@10", "medr", "meanr")
-#: Run models (with their split embeddings) kept loaded by default.
-MAX_MODELS = 4
-#: Data splits kept loaded by default.
-MAX_SPLITS = 8
+#: The split prepared in the background when a run is listed (the pages' default).
+DEFAULT_SPLIT = "test"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_PUNCTUATION = ".,;:!?\"'()"
-
-
-class NotFound(LookupError):
-    """A run, split or item that the request names does not exist."""
-
-
-class Unavailable(ValueError):
-    """The request is well formed but the run cannot answer it (no model, no data, wrong kind)."""
-
-
-def _number(value: Any) -> int | float | None:
-    """``value`` when it is a finite number (integers stay integers), or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, int):
-        return value
-    return value if math.isfinite(value) else None
-
-
-def _metrics(value: Any) -> dict[str, float | None] | None:
-    """The five ranking metrics of a record's direction, or None when absent."""
-    if not isinstance(value, dict):
-        return None
-    return {k: _number(value.get(k)) for k in METRIC_KEYS}
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
-
-
-def read_log(run_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """The run's metric records grouped by model name (``""`` for single-model runs), cleaned for plotting.
-
-    Train points carry ``examples``, ``uidx``, ``epoch``, ``loss``; validation points
-    carry ``examples``, ``uidx``, ``epoch``, ``split``, ``t2i``/``i2t`` metrics,
-    ``score``, ``dev_accuracy`` and ``best``, each None when the record lacks it.
-    Lines that are not JSON objects with an ``event`` are ignored.
-    """
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for rec in runs.read_metrics(run_dir):
-        if not isinstance(rec, dict) or rec.get("event") not in ("train", "valid"):
-            continue
-        name = rec.get("model") if isinstance(rec.get("model"), str) else ""
-        group = groups.setdefault(name, {"train": [], "valid": []})
-        point = {k: _number(rec.get(k)) for k in ("examples", "uidx", "epoch", "time")}
-        if point["examples"] is None:
-            continue
-        if rec["event"] == "train":
-            point["loss"] = _number(rec.get("loss"))
-            group["train"].append(point)
-        else:
-            point.update(split=str(rec.get("split", "dev")), t2i=_metrics(rec.get("t2i")), i2t=_metrics(rec.get("i2t")),
-                         score=_number(rec.get("score")), dev_accuracy=_number(rec.get("dev_accuracy")),
-                         best=bool(rec.get("best", False)))
-            group["valid"].append(point)
-    return groups
-
-
-def _best(valid: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best validation point: highest score (R@1+R@5+R@10 of t2i) or highest dev accuracy."""
-    def key(p: dict[str, Any]) -> float:
-        for v in (p["score"], p["dev_accuracy"]):
-            if v is not None:
-                return v
-        t = p["t2i"] or {}
-        parts = [t.get(k) for k in ("R@1", "R@5", "R@10")]
-        return sum(parts) if all(x is not None for x in parts) else -math.inf
-    scored = [p for p in valid if key(p) > -math.inf]
-    return max(scored, key=key) if scored else None
-
-
-@dataclass
-class _Cached:
-    """A run's loaded model and the per-split results derived from it, valid for one checkpoint mtime."""
-
-    stamp: Any
-    model: LoadedModel
-    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class RunStore:
@@ -138,12 +54,12 @@ class RunStore:
 
     def __init__(self, runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                  image_root: str | os.PathLike | None = None, device: str = "cpu", max_models: int = MAX_MODELS,
-                 max_splits: int = MAX_SPLITS, indexes: Sequence[str | os.PathLike] = ()) -> None:
+                 max_splits: int = MAX_SPLITS, indexes: Sequence[str | os.PathLike] = (),
+                 workers: int = WORKERS, prepare: bool = True) -> None:
         if max_models < 1 or max_splits < 1:
             raise ValueError(f"max_models and max_splits must be at least 1, got {max_models} and {max_splits}")
-        self.runs_dir = Path(runs_dir)
-        if not self.runs_dir.is_dir():
-            raise ValueError(f"{self.runs_dir}: runs folder not found")
+        self.folders = RunFolders(runs_dir)
+        self.runs_dir = self.folders.runs_dir
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if self.data_dir is not None and not self.data_dir.exists():
             raise ValueError(f"{self.data_dir}: data folder not found")
@@ -152,182 +68,183 @@ class RunStore:
             raise ValueError(f"{image_root}: image root is not a folder")
         self.device = device
         self.max_models = max_models
-        self.max_splits = max_splits
-        self._lock = threading.Lock()
-        self._key_locks: dict[Any, threading.Lock] = {}
-        self._models: OrderedDict[str, _Cached] = OrderedDict()
-        self._splits: OrderedDict[tuple[str, str, str | None, str], tuple[Any, Split]] = OrderedDict()
-        self.indexes: dict[str, Index] = {}
-        for path in indexes:
-            try:
-                opened = Index(path)
-            except IndexFileError as e:
-                raise ValueError(str(e)) from None
-            if opened.path.name in self.indexes:
-                raise ValueError(f"two indexes are named {opened.path.name!r}; give them different folder names")
-            self.indexes[opened.path.name] = opened
+        self.prepare_listed = prepare
+        self.jobs = Jobs(workers)
+        self.models = ModelCache(device, max_models)
+        self.splits = SplitCache(max_splits)
+        self.shelf = IndexShelf(indexes, self.jobs, device)
+        roots = [(self.runs_dir, self.runs_dir.resolve().name or "runs")]
+        roots += [(p, p.resolve().name) for p in (self.data_dir, self.image_root) if p is not None]
+        roots += [(index.path, name) for name, index in self.shelf.indexes.items()]
+        self.view = PathView(roots)
+        self._listed: dict[str, Any] = {}
+
+    @property
+    def _models(self):
+        """The loaded models by run id, least recently used first."""
+        return self.models.lru.entries
+
+    @property
+    def _splits(self):
+        """The loaded splits, least recently used first."""
+        return self.splits.lru.entries
+
+    def close(self) -> None:
+        """Drop queued preparations."""
+        self.jobs.close()
 
     # ------------------------------------------------------------------ runs
 
     def run_dirs(self) -> dict[str, Path]:
-        """Run folders by id: the sub-folders of the runs folder (or the folder itself when it is one run)."""
-        if (self.runs_dir / runs.CONFIG).exists() or (self.runs_dir / runs.METRICS).exists():
-            return {self.runs_dir.name: self.runs_dir}
-        try:
-            children = sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError as e:
-            raise ValueError(f"{self.runs_dir}: cannot list runs ({e})") from None
-        return {p.name: p for p in children}
+        """Run folders by id."""
+        return self.folders.run_dirs()
 
     def run_dir(self, run_id: str) -> Path:
         """The folder of one run; unknown ids raise :class:`NotFound`."""
-        found = self.run_dirs().get(run_id)
-        if found is None:
-            raise NotFound(f"no run named {run_id!r}")
-        return found
+        return self.folders.run_dir(run_id)
 
     def config(self, run_id: str) -> dict[str, Any]:
-        """A run's ``config.json``; a missing or malformed one raises :class:`runs.RunError`."""
-        path = self.run_dir(run_id) / runs.CONFIG
-        cfg = runs.load_json(path)
-        if not isinstance(cfg, dict):
-            raise runs.RunError(f"{path}: expected a JSON object")
-        return cfg
+        """A run's ``config.json``; a missing, malformed or unreadable one raises :class:`runs.RunError`."""
+        return self.folders.config(run_id)
 
     def summary(self, run_id: str) -> dict[str, Any]:
-        """One row of the runs table: kind, hyperparameters, progress and best validation point, or the error."""
-        run_dir = self.run_dir(run_id)
-        row: dict[str, Any] = {"id": run_id, "path": str(run_dir), "ok": True, "error": None, "kind": None,
-                               "hyperparameters": {}, "models": [], "best": None, "updates": None,
-                               "examples": None, "has_model": (run_dir / runs.BEST).is_file(), "searchable": False}
-        try:
-            cfg = self.config(run_id)
-            kind = cfg.get("kind", "caption-image")
-            row["kind"] = kind if isinstance(kind, str) else str(kind)
-            train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
-            model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-            if row["kind"] == "caption-image":
-                if not model:
-                    raise runs.RunError(f"{run_dir / runs.CONFIG}: no 'model' section")
-                merged = {**model, **train}
-                row["hyperparameters"] = {k: merged[k] for k in SHOWN_OPTIONS if k in merged}
-            else:
-                row["hyperparameters"] = {f"{m}.{k}": v for m, opts in train.items() if isinstance(opts, dict)
-                                          for k, v in opts.items() if isinstance(v, (int, float, str, bool)) and v is not None}
-            log = read_log(run_dir)
-            row["models"] = sorted(log)
-            bests = {name: _best(g["valid"]) for name, g in log.items()}
-            row["best"] = {name: b for name, b in bests.items() if b is not None} or None
-            points = [p for g in log.values() for p in g["train"] + g["valid"]]
-            if points:
-                row["updates"] = max((p["uidx"] or 0) for p in points)
-                row["examples"] = max(p["examples"] for p in points)
-            row["searchable"] = row["kind"] == "caption-image" and row["has_model"]
-        except (runs.RunError, OSError, ValueError) as e:
-            row.update(ok=False, error=str(e))
+        """One row of the runs table (see :meth:`RunFolders.summary`), with where its search stands."""
+        row = self.folders.summary(run_id)
+        row["prepared"] = self._state(run_id, DEFAULT_SPLIT) if row["searchable"] else None
         return row
 
     def summaries(self) -> list[dict[str, Any]]:
-        """Rows of every run."""
-        return [self.summary(r) for r in self.run_dirs()]
+        """Rows of every run; the first listing of a searchable run starts preparing its test split."""
+        rows = [self.summary(r) for r in self.run_dirs()]
+        if self.prepare_listed:
+            started = 0
+            for row in rows:
+                if not row["searchable"] or started >= self.max_models:
+                    continue
+                started += 1
+                stamp = model_stamp(self.run_dir(row["id"]))
+                if self._listed.get(row["id"]) != stamp:
+                    self._listed[row["id"]] = stamp
+                    self.prepare(row["id"], DEFAULT_SPLIT)
+                    row["prepared"] = self._state(row["id"], DEFAULT_SPLIT)
+        return rows
 
     def log(self, run_id: str) -> dict[str, Any]:
-        """A run's plotted series (see :func:`read_log`), or its error."""
-        run_dir = self.run_dir(run_id)
-        try:
-            kind = self.config(run_id).get("kind", "caption-image")
-            return {"id": run_id, "kind": kind, "error": None, "series": read_log(run_dir)}
-        except (runs.RunError, OSError, ValueError) as e:
-            return {"id": run_id, "kind": None, "error": str(e), "series": read_log(run_dir)}
+        """A run's plotted series, or its error."""
+        return self.folders.series(run_id)
 
     # ------------------------------------------------------------------ models and data
 
-    def _key_lock(self, key: Any) -> threading.Lock:
-        with self._lock:
-            return self._key_locks.setdefault(key, threading.Lock())
-
-    def _remember(self, cache: OrderedDict, key: Any, value: Any, limit: int) -> None:
-        """Store ``value`` as the most recently used entry of ``cache``, dropping the oldest beyond ``limit``."""
-        with self._lock:
-            cache[key] = value
-            cache.move_to_end(key)
-            while len(cache) > limit:
-                cache.popitem(last=False)
-
-    def _recall(self, cache: OrderedDict, key: Any) -> Any:
-        """The entry of ``cache`` under ``key`` (marked most recently used), or None."""
-        with self._lock:
-            value = cache.get(key)
-            if value is not None:
-                cache.move_to_end(key)
-            return value
-
-    def model(self, run_id: str) -> _Cached:
-        """The run's loaded model, reloaded (and its caches dropped) when its checkpoint changes."""
+    def _searchable(self, run_id: str) -> Path:
+        """The run's folder when it is a caption-image run with a checkpoint, else :class:`Unavailable`."""
         run_dir = self.run_dir(run_id)
         cfg = self.config(run_id)
         if cfg.get("kind", "caption-image") != "caption-image":
             raise Unavailable(f"run {run_id!r} is a {cfg.get('kind')!r} run: it has no caption or image search")
-        with self._key_lock(("model", run_id)):
-            stamp = (_mtime(run_dir / runs.BEST), _mtime(run_dir / runs.CONFIG), _mtime(run_dir / runs.VOCAB))
-            if stamp[0] is None:
-                raise Unavailable(f"run {run_id!r} has no {runs.BEST} yet")
-            cached = self._recall(self._models, run_id)
-            if cached is None or cached.stamp != stamp:
-                cached = _Cached(stamp, load_model(run_dir, device=self.device))
-                self._remember(self._models, run_id, cached, self.max_models)
-            return cached
+        if not os.path.lexists(run_dir / runs.BEST):
+            raise Unavailable(f"run {run_id!r} has no {runs.BEST} yet")
+        return run_dir
 
-    def split(self, run_id: str, name: str) -> Split:
-        """Split ``name`` of the run's data set (``--data`` when given, otherwise the one the run trained on)."""
+    def model(self, run_id: str) -> CachedModel:
+        """The run's loaded model, reloaded (and its caches dropped) when its checkpoint changes."""
+        run_dir = self._searchable(run_id)
+        return self.models.peek(run_id, run_dir) or self.jobs.run(("model", run_id),
+                                                                  lambda: self.models.load(run_id, run_dir))
+
+    def _split_source(self, run_id: str, name: str) -> tuple[tuple, Path, str, str | None]:
+        """The cache key, data folder, features name and image root of a run's split ``name``."""
         if not _SPLIT_NAME.match(name or ""):
             raise ValueError(f"bad split name {name!r}")
         train = self.config(run_id).get("train")
-        train = train if isinstance(train, dict) else {}
-        if self.data_dir is not None:
-            data_dir = self.data_dir
-        elif isinstance(train.get("data"), str):
-            try:
-                data_dir = resolve_data_dir(train["data"])
-            except DataError as e:
-                raise Unavailable(f"run {run_id!r}: {e}; start the server with --data") from None
-        else:
-            raise Unavailable(f"run {run_id!r} records no data set; start the server with --data")
-        cnn = train.get("cnn") if isinstance(train.get("cnn"), str) else "10crop"
-        root = str(self.image_root) if self.image_root is not None else train.get("image_root")
-        root = root if isinstance(root, str) else None
-        key = (str(data_dir.resolve()), name, root, cnn)
-        with self._key_lock(("split",) + key):
-            stamp = tuple(_mtime(p) for p in sorted(data_dir.glob("*"))[:64]) if data_dir.is_dir() else _mtime(data_dir)
-            hit = self._recall(self._splits, key)
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
-            try:
-                split = load_split(data_dir, name, cnn=cnn, image_root=root)
-            except DataError as e:
-                raise NotFound(str(e)) from None
-            self._remember(self._splits, key, (stamp, split), self.max_splits)
-            return split
+        try:
+            data_dir, cnn, root = split_source(train if isinstance(train, dict) else {}, self.data_dir,
+                                               image_root=self.image_root)
+        except ValueError as e:  # no data set recorded, or not found
+            raise Unavailable(f"run {run_id!r}: {e}") from None
+        return (str(data_dir.resolve()), name, root, cnn), data_dir, cnn, root
+
+    def split(self, run_id: str, name: str) -> Split:
+        """Split ``name`` of the run's data set (``--data`` when given, otherwise the one the run trained on)."""
+        key, data_dir, cnn, root = self._split_source(run_id, name)
+        return self.splits.peek(key, data_dir) or self.jobs.run(
+            ("split",) + key, lambda: self.splits.load(key, data_dir, name, cnn, root))
+
+    def _hit(self, run_id: str, split_name: str) -> dict[str, Any] | None:
+        """The prepared embeddings and lists of a run's split when they are current, without loading anything."""
+        cached = self.models.peek(run_id, self.run_dir(run_id))
+        hit = cached.splits.get(split_name) if cached is not None else None
+        if hit is None:
+            return None
+        key, data_dir, _, _ = self._split_source(run_id, split_name)
+        return hit if self.splits.peek(key, data_dir) is hit["split"] else None
+
+    def _build(self, run_id: str, split_name: str) -> dict[str, Any]:
+        """Embeddings of a split under the run's model, with ranks and top-10 lists both ways (run by a worker)."""
+        cached = self.model(run_id)
+        split = self.split(run_id, split_name)
+        hit = cached.splits.get(split_name)
+        if hit is not None and hit["split"] is split:
+            return hit
+        model = cached.model
+        s = encode_sentences(model, split.captions, verbose=True)
+        im = encode_images(model, split_images(model, split, verbose=True), verbose=True)
+        lists = retrieval_lists(s, im, split.cap2img, model.config.method, TOP_K)
+        captions_of: list[list[int]] = [[] for _ in range(split.n_images)]
+        for c, i in enumerate(split.cap2img):
+            captions_of[int(i)].append(c)
+        hit = {"split": split, "s": s, "im": im, "lists": lists, "captions_of": captions_of,
+               "metrics": {d: recall_metrics(lists[d]["ranks"]) for d in ("t2i", "i2t")}}
+
+        def search(texts: list[tuple[str, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+            """The top images of several typed queries, encoded and scored together (each its own ``k``)."""
+            errors, top = exact_topk(encode_sentences(model, [t for t, _ in texts]), im, model.config.method,
+                                     max(k for _, k in texts))  # streamed top-k, ties to the lower index
+            return [(e[:k], i[:k]) for (_, k), e, i in zip(texts, errors, top)]
+
+        hit["search"] = Batcher(search)
+        cached.splits[split_name] = hit
+        return hit
 
     def retrieval(self, run_id: str, split_name: str) -> dict[str, Any]:
         """Embeddings of a split under the run's model, with ranks and top-10 lists both ways (cached)."""
-        cached = self.model(run_id)
-        split = self.split(run_id, split_name)
-        with self._key_lock(("retrieval", run_id, split_name)):
-            hit = cached.splits.get(split_name)
-            if hit is not None and hit["split"] is split:
-                return hit
-            model = cached.model
-            s = encode_sentences(model, split.captions, verbose=True)
-            im = encode_images(model, split_images(model, split, verbose=True), verbose=True)
-            lists = retrieval_lists(s, im, split.cap2img, model.config.method, TOP_K)
-            captions_of: list[list[int]] = [[] for _ in range(split.n_images)]
-            for c, i in enumerate(split.cap2img):
-                captions_of[int(i)].append(c)
-            hit = {"split": split, "s": s, "im": im, "lists": lists, "captions_of": captions_of,
-                   "metrics": {d: recall_metrics(lists[d]["ranks"]) for d in ("t2i", "i2t")}}
-            cached.splits[split_name] = hit
-            return hit
+        self.model(run_id)  # the run's kind and checkpoint are checked before the data
+        return self._hit(run_id, split_name) or self.jobs.run(("retrieval", run_id, split_name),
+                                                              lambda: self._build(run_id, split_name))
+
+    def prepare(self, run_id: str, split_name: str) -> Future | None:
+        """None when the run's split is ready for search, otherwise the job preparing it (started if need be).
+
+        What can be refused without loading anything (an unknown run, a bad or unknown
+        split name, a run of another kind, no data set) is refused here, at once.
+        """
+        if self._hit(run_id, split_name) is not None:
+            return None
+        self._searchable(run_id)
+        _, data_dir, _, _ = self._split_source(run_id, split_name)
+        self.splits.check_name(data_dir, split_name)
+        return self.jobs.submit(("retrieval", run_id, split_name), lambda: self._build(run_id, split_name))
+
+    def prepare_split(self, run_id: str, split_name: str) -> Future | None:
+        """None when the run's split is loaded, otherwise the job loading it."""
+        key, data_dir, cnn, root = self._split_source(run_id, split_name)
+        if self.splits.peek(key, data_dir) is not None:
+            return None
+        self.splits.check_name(data_dir, split_name)
+        return self.jobs.submit(("split",) + key, lambda: self.splits.load(key, data_dir, split_name, cnn, root))
+
+    def _state(self, run_id: str, split_name: str) -> dict[str, Any]:
+        """Where the search of a run's split stands: ``ready``, ``preparing``, ``failed`` (with the error) or ``not started``."""
+        key = ("retrieval", run_id, split_name)
+        try:
+            ready = self._hit(run_id, split_name) is not None
+        except (NotFound, Unavailable, runs.RunError, ValueError, OSError) as e:
+            return {"split": split_name, "state": "failed", "error": str(e)}
+        if ready:
+            return {"split": split_name, "state": "ready", "error": None}
+        if self.jobs.running(key):
+            return {"split": split_name, "state": "preparing", "error": None}
+        failure = self.jobs.failure(key)
+        return {"split": split_name, "state": "failed" if failure else "not started", "error": failure}
 
     # ------------------------------------------------------------------ queries
 
@@ -342,64 +259,13 @@ class RunStore:
                       "recall": (np.cumsum(counts) / max(1, len(ranks))).round(6).tolist()}
         return out
 
-    def tokens(self, model: LoadedModel, query: str) -> tuple[str, list[str]]:
-        """The query as the vocabulary's words (case and trailing punctuation fixed when that finds a word), and its unknown words."""
-        words, unknown = [], []
-        for raw in query.split():
-            pieces = [raw.strip(_PUNCTUATION)] if raw.strip(_PUNCTUATION) else [raw]
-            for w in pieces:
-                known = next((c for c in (w, w.lower(), raw) if model.vocab.index(c) > 1), None)
-                words.append(known or w)
-                if known is None:
-                    unknown.append(w)
-        return " ".join(words), unknown
-
     def search_text(self, run_id: str, split_name: str, query: str, k: int) -> dict[str, Any]:
         """The ``k`` images of the split with the lowest error under the model for a typed sentence."""
-        if not query.strip():
-            raise ValueError("empty query")
-        r = self.retrieval(run_id, split_name)
         model = self.model(run_id).model
-        text, unknown = self.tokens(model, query)
-        s = encode_sentences(model, [text])
-        errors, top = exact_topk(s, r["im"], model.config.method, k)  # streamed top-k, ties to the lower index
+        text, unknown = tokens(model, query)
+        errors, top = self.retrieval(run_id, split_name)["search"]((text, k))
         return {"run": run_id, "split": split_name, "query": query, "tokens": text.split(), "unknown": unknown,
-                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
-
-    def index_summaries(self) -> list[dict[str, Any]]:
-        """The on-disk indexes the server searches: name, size, measure, whether exact search uses bounds."""
-        return [{"name": name, "images": len(index), "dim": index.meta["dim"], "method": index.method,
-                 "dtype": index.meta["dtype"], "bounded": index.bounded(), "run": index.meta.get("run"),
-                 "has_files": index.image_files() is not None} for name, index in self.indexes.items()]
-
-    def _index(self, name: str) -> Index:
-        index = self.indexes.get(name)
-        if index is None:
-            raise NotFound(f"no index named {name!r}")
-        return index
-
-    def search_index(self, name: str, query: str, k: int) -> dict[str, Any]:
-        """The ``k`` images of an on-disk index with the lowest error for a typed sentence (exact, streamed)."""
-        if not query.strip():
-            raise ValueError("empty query")
-        index = self._index(name)
-        with self._key_lock(("index", name)):
-            model = index.model(self.device)
-        text, unknown = self.tokens(model, query)
-        errors, top = index.search_vectors(encode_sentences(model, [text]), k)
-        return {"index": name, "query": query, "tokens": text.split(), "unknown": unknown,
-                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors[0], top[0])]}
-
-    def index_image_file(self, name: str, image: int) -> Path | None:
-        """The file of an index's image when the index lists files and it lies under the image root, else None."""
-        index = self._index(name)
-        if not 0 <= image < len(index):
-            raise NotFound(f"index {name!r} has images 0..{len(index) - 1}, not {image}")
-        files = index.image_files()
-        if files is None or self.image_root is None:
-            return None
-        found = Path(files[image]).resolve()
-        return found if found.is_file() and found.is_relative_to(self.image_root) else None
+                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors, top)]}
 
     def search_image(self, run_id: str, split_name: str, image: int, k: int) -> dict[str, Any]:
         """The ``k`` captions of the split with the lowest error for one of its images."""
@@ -454,16 +320,16 @@ class RunStore:
             return None
         return safe_path(Path(split.image_root), split.image_files[index])
 
+    # ------------------------------------------------------------------ indexes
 
-def safe_path(root: Path, relative: str) -> Path | None:
-    """``root / relative`` when it is an existing file that resolves (links followed) strictly under ``root``."""
-    if not relative or "\x00" in relative:
-        return None
-    root = root.resolve()
-    try:
-        path = (root / relative).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if path == root or not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
+    def index_summaries(self) -> list[dict[str, Any]]:
+        """The on-disk indexes the server searches (see :meth:`IndexShelf.summaries`)."""
+        return self.shelf.summaries()
+
+    def search_index(self, name: str, query: str, k: int) -> dict[str, Any]:
+        """The ``k`` images of an on-disk index with the lowest error for a typed sentence (exact, streamed)."""
+        return self.shelf.search(name, query, k)
+
+    def index_image_file(self, name: str, image: int) -> Path | None:
+        """The file of an index's image when the index lists files and it lies under the image root, else None."""
+        return self.shelf.image_file(name, image, self.image_root)

@@ -148,6 +148,15 @@ async function refreshRuns() {
   return data;
 }
 
+// What to say while a run's split is still being prepared for search (encoded on first use).
+function waitNote(runIds, split) {
+  const waiting = runIds.filter(id => {
+    const r = state.runs.find(x => x.id === id);
+    return r && !(r.prepared && r.prepared.split === split && r.prepared.state === "ready");
+  });
+  return waiting.length ? `preparing ${waiting.join(", ")} (${split} split): encoding its captions and images on first use…` : "";
+}
+
 function selectedRuns() { return state.runs.filter(r => state.selected.has(r.id)); }
 
 function fillRunSelects() {
@@ -199,7 +208,7 @@ function renderRuns() {
         <td colspan="14">error: ${esc(r.error)}</td></tr>`;
     }
     const hp = Object.entries(r.hyperparameters).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(", ");
-    return `<tr data-run="${esc(r.id)}"><td>${box}</td><td>${esc(r.id)}${r.has_model ? "" : " <em>(no model yet)</em>"}</td>
+    return `<tr data-run="${esc(r.id)}"><td>${box}</td><td>${esc(r.id)}${r.has_model ? "" : " <em>(no model yet)</em>"}${r.prepared && r.prepared.state === "preparing" ? " <em>(preparing search…)</em>" : ""}</td>
       <td>${esc(r.kind)}</td><td class="hp">${hp}</td><td class="num">${r.updates ?? "–"}</td><td class="num">${r.examples ?? "–"}</td>${bestCells(r)}</tr>`;
   });
   table.innerHTML = head + rows.join("");
@@ -269,7 +278,7 @@ async function renderCurves() {
     table.innerHTML = "";
     return;
   }
-  charts.innerHTML = "<p class='hint'>computing ranks…</p>";
+  charts.innerHTML = `<p class='hint'>${esc(waitNote(runsToShow.map(r => r.id), split) || "computing ranks…")}</p>`;
   const results = await Promise.all(runsToShow.map(r => api("/api/curves", { run: r.id, split }).catch(e => ({ run: r.id, error: e.message }))));
   charts.innerHTML = "";
   for (const [d, title, yLabel] of [["t2i", "text → image: fraction of captions whose image ranks ≤ K", "fraction of captions"],
@@ -304,7 +313,7 @@ async function renderBrowse() {
   const direction = document.getElementById("browse-direction").value;
   const params = { run, split: document.getElementById("browse-split").value, direction, offset: state.browseOffset,
                    limit: 10, failures: document.getElementById("browse-failures").checked };
-  box.innerHTML = "<p class='hint'>loading…</p>";
+  box.innerHTML = `<p class='hint'>${esc(waitNote([run], params.split) || "loading…")}</p>`;
   const data = await api("/api/browse", params);
   state.browseTotal = data.total;
   const end = Math.min(data.offset + data.items.length, data.total);
@@ -346,7 +355,7 @@ async function runSearch() {
   const q = document.getElementById("search-q").value;
   const note = document.getElementById("search-note"), box = document.getElementById("search-results");
   if ((!run && !index) || !q.trim()) return;
-  note.textContent = "searching…";
+  note.textContent = (!index && waitNote([run], document.getElementById("search-split").value)) || "searching…";
   try {
     const k = document.getElementById("search-k").value;
     const data = index ? await api("/api/index-search", { index, q, k })
