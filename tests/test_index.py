@@ -187,7 +187,7 @@ def test_cli_build_and_search(tmp_path, capsys):
     assert [r["query"] for r in got] == ["w1 w2", "w3"]
     assert [[h["image"] for h in r["results"]] for r in got] == idx.tolist()
     assert main(["index", "search", str(tmp_path / "idx"), "w1", "-k", "0"]) == 2
-    assert "-k must be at least 1" in capsys.readouterr().err
+    assert "argument -k: must be a whole number at least 1" in capsys.readouterr().err
     assert main(["index", "build", str(run), str(tmp_path / "f.npy"), "--out", str(tmp_path / "idx")]) == 2
     assert "already exists" in capsys.readouterr().err
 

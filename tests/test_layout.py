@@ -11,7 +11,7 @@ PACKAGE = Path(order_embedding.__file__).parent
 
 #: Layers from the bottom; a module may import its own layer or lower ones only (the README's Layout).
 LAYERS = (
-    ("kernels", "runs", "data"),
+    ("kernels", "runs", "data", "options"),
     ("vocab", "batching", "measures"),
     ("backbones", "vision", "model"),
     ("loss", "optim", "legacy"),

@@ -17,9 +17,12 @@ from . import legacy, runs
 from .batching import pad_batch
 from .data import Split, load_split, resolve_data_dir
 from .data.npy import DTYPES, NpyWriter
+from .data.splits import warn_unnormalised
 from .data.text import CAPTION_CHUNK, count_captions, read_caption_chunks
 from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
+from .options import device as parse_device
+from .options import positive_int
 from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
@@ -64,6 +67,10 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
             raise runs.RunError(
                 f"{source}: {name} has shape {tuple(state[name].shape)}, the config needs {tuple(tensor.shape)}"
             )
+        if state[name].dtype.is_floating_point != tensor.dtype.is_floating_point:
+            raise runs.RunError(f"{source}: {name} has dtype {state[name].dtype}, the model needs {tensor.dtype}")
+        if state[name].dtype.is_floating_point and not torch.isfinite(state[name]).all():
+            raise runs.RunError(f"{source}: {name} holds NaN or infinite values; refusing to load it")
     model.load_state_dict(state, assign=True)
     return model
 
@@ -71,7 +78,7 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
 def load_model(path: str | os.PathLike, device: str | torch.device | None = None, checkpoint: str = runs.BEST) -> LoadedModel:
     """Load a run folder of this project, or an original ``.pkl``/``.npz`` snapshot pair by its prefix."""
     path = Path(path)
-    device = torch.device(device) if device is not None else default_device()
+    device = checked_device(device)
     if not path.is_dir() and legacy.is_legacy_prefix(path):
         config, state, vocab, options = legacy.load_legacy(path)
         model = build_model(config, state, str(path))
@@ -81,15 +88,29 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     cfg = runs.load_json(path / runs.CONFIG)
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise runs.RunError(f"{path / runs.CONFIG}: no 'model' section")
+    if not isinstance(cfg.get("train", {}), dict):
+        raise runs.RunError(f"{path / runs.CONFIG}: the 'train' section is not a JSON object")
     try:
         config = ModelConfig.from_dict(cfg["model"])
     except (TypeError, ValueError) as e:
         raise runs.RunError(f"{path / runs.CONFIG}: {e}") from None
     vocab = Vocabulary.load(path / runs.VOCAB)
+    if vocab.size > config.n_words:  # ids past the table would fail at the first caption that uses them
+        raise runs.RunError(f"{path / runs.VOCAB}: {vocab.size} word ids, but the model's embedding table "
+                            f"(n_words in {runs.CONFIG}) has only {config.n_words} rows")
+    if not (path / checkpoint).exists() and not (path / checkpoint).is_symlink():
+        raise runs.RunError(f"{path}: no checkpoint yet ({checkpoint} is written at the first validation)")
     state, _ = runs.load_tensors(path / checkpoint)
     state = {k.removeprefix("model."): v for k, v in state.items() if not k.startswith("optim.")}
     model = build_model(config, state, str(path / checkpoint))
     return LoadedModel(model.to(device).eval(), vocab, cfg.get("train", {}), path)
+
+
+def checked_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device present here (default: :func:`default_device`); one-line error otherwise."""
+    if device is None:
+        return default_device()
+    return torch.device(parse_device(str(device)))
 
 
 def _batches(n: int, batch_size: int, verbose: bool, desc: str):
@@ -99,6 +120,10 @@ def _batches(n: int, batch_size: int, verbose: bool, desc: str):
 @torch.no_grad()
 def encode_sentences(model: LoadedModel, sentences: Sequence[str], verbose: bool = False, batch_size: int = 128) -> np.ndarray:
     """Embeddings (float32, one row per sentence) of pre-tokenised sentences (split on whitespace)."""
+    batch_size = positive_int(batch_size, "batch_size")
+    if isinstance(sentences, (str, bytes)) or not all(isinstance(s, str) for s in sentences):
+        raise TypeError("sentences must be a list of strings (one sentence each), "
+                        f"not {type(sentences).__name__ if isinstance(sentences, (str, bytes)) else 'a list holding other values'}")
     net = model.net.eval()
     ids = [model.vocab.encode(s) for s in sentences]
     out = np.empty((len(ids), model.config.dim), dtype=np.float32)
@@ -117,15 +142,19 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
         raise ValueError(f"{source}: expected a 2-D images x features array, got shape {features.shape}")
     if features.shape[1] != dim_image:
         raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
+    if features.dtype.kind not in "fiu":
+        raise ValueError(f"{source}: features must be numbers, got dtype {features.dtype}")
     bad = int((~np.isfinite(features)).any(axis=1).sum()) if features.dtype.kind == "f" else 0
     if bad:
         raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity")
+    warn_unnormalised(features, source)
     return features
 
 
 @torch.no_grad()
 def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
+    batch_size = positive_int(batch_size, "batch_size")
     net = model.net.eval()
     if model.config.backbone is None:
         features = check_features(features, model.config.dim_image)
@@ -178,10 +207,12 @@ def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose:
 
 
 def split_source(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
-                 image_root: str | os.PathLike | None = None) -> tuple[Path, str, str | None]:
+                 image_root: str | os.PathLike | None = None,
+                 run_dir: str | os.PathLike | None = None) -> tuple[Path, str, str | None]:
     """``(data folder, features name, image root)`` of the data set a run trained on (its recorded training
-    ``options``), or of ``data``; features and image root as in training unless given."""
-    data = data or options.get("data")
+    ``options``, found as :func:`runs.recorded_data` finds it from the run folder ``run_dir``), or of ``data``;
+    features and image root as in training unless given."""
+    data = data or runs.recorded_data(run_dir, options)
     if not isinstance(data, (str, os.PathLike)) or not str(data):
         raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
     cnn = cnn or options.get("cnn")
@@ -194,7 +225,7 @@ def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None =
                 image_root: str | os.PathLike | None = None) -> Split:
     """A split of the data set the model was trained on, or of ``data``; features and image root as in training
     unless given (see :func:`split_source`)."""
-    data_dir, cnn, root = split_source(model.options, data, cnn, image_root)
+    data_dir, cnn, root = split_source(model.options, data, cnn, image_root, model.run_dir)
     return load_split(data_dir, split, cnn=cnn, image_root=root)
 
 
@@ -220,6 +251,7 @@ def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: s
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    batch_size, chunk = positive_int(batch_size, "batch_size"), positive_int(chunk, "chunk")
     out = Path(out)
     n = count_captions(captions)  # a first pass finds bad lines before any work
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -231,6 +263,9 @@ def encode_captions_file(model: LoadedModel, captions: str | os.PathLike, out: s
                 bar.update(len(lines))
         writer.close()
         os.replace(tmp, out)
+    except runs.DiskFullError:
+        tmp.unlink(missing_ok=True)  # before measuring the free space
+        raise runs.disk_full(out, writer.nbytes) from None
     finally:
         if tmp.exists():
             tmp.unlink()

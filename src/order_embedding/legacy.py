@@ -19,8 +19,10 @@ array           shape                    meaning
 =============== ======================== ==========================================
 
 Nothing is executed while reading: the pickle goes through a restricted unpickler
-that admits only plain containers, strings, numbers, booleans, ``None`` and
-``collections.OrderedDict``, and the arrays are read with ``allow_pickle=False``.
+that admits only plain containers, strings, numbers, booleans, ``None``,
+``collections.OrderedDict`` and ``_codecs.encode`` restricted to what a protocol-2
+pickle written by Python 3 uses it for (bytes from their latin-1 text), and the
+arrays are read with ``allow_pickle=False``; arrays holding NaN or infinity are refused.
 
 Vocabulary. The original encodes a caption as ``worddict[w]`` for each token ``w``
 of ``caption.split()`` when ``w`` is in the worddict and its index is below
@@ -65,8 +67,21 @@ from .measures import MEASURES
 from .model import ModelConfig
 from .vocab import EOS, UNK, Vocabulary
 
-#: The only globals a snapshot pickle may name.
-ALLOWED_GLOBALS: dict[tuple[str, str], type] = {("collections", "OrderedDict"): OrderedDict}
+def _bytes_from_text(text: Any, encoding: Any = "latin-1") -> bytes:
+    """What ``_codecs.encode`` does in a pickle that Python 3 wrote with protocol 2: a ``bytes`` value from its
+    latin-1 text. Any other use of the call is refused."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing the pickle: _codecs.encode called with {type(text).__name__}, {encoding!r} "
+                                "(only text and 'latin1', which make bytes)")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise UnsafePickleError("refusing the pickle: _codecs.encode given text outside latin-1") from None
+
+
+#: The only globals a snapshot pickle may name: ``_codecs.encode`` only builds bytes (see :func:`_bytes_from_text`).
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {("collections", "OrderedDict"): OrderedDict,
+                                              ("_codecs", "encode"): _bytes_from_text}
 #: The value types a snapshot pickle may produce.
 ALLOWED_TYPES: tuple[type, ...] = (dict, OrderedDict, list, tuple, set, frozenset, str, bytes, int, float, bool, type(None))
 #: Option keys that define the network.
@@ -95,7 +110,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         raise UnsafePickleError(
             f"{self.source}: refusing to load the pickle: it references {module}.{name}; "
-            "only plain containers, strings, numbers, booleans, None and collections.OrderedDict are allowed"
+            "only plain containers, strings, bytes, numbers, booleans, None and collections.OrderedDict are allowed"
         )
 
     def persistent_load(self, pid: Any) -> Any:
@@ -129,8 +144,8 @@ def safe_loads(data: bytes, source: str = "pickle", encoding: str = "latin-1") -
     """
     try:
         obj = _RestrictedUnpickler(data, source, encoding).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as e:
+        raise e if str(e).startswith(source) else UnsafePickleError(f"{source}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as e:
         raise LegacySnapshotError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from None
@@ -251,6 +266,8 @@ def read_arrays(npz_path: Path, config: ModelConfig, pkl_path: Path) -> dict[str
                     f"(n_words={n}, dim_word={dw}, dim={d}, dim_image={di}) need {expected[name]}; "
                     "are the .pkl and .npz from the same model?"
                 )
+            if not np.isfinite(a).all():
+                raise LegacySnapshotError(f"{npz_path}: array {name} holds NaN or infinite values; refusing it")
             arrays[name] = a.astype(np.float32, copy=False)
     return arrays
 

@@ -30,12 +30,21 @@ class ModelConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("n_words", "dim_word", "dim", "dim_image"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        if not isinstance(self.method, str):
+            raise ValueError(f"method must be a measure name, got {self.method!r}")
         measure(self.method)
         if self.encoder != "gru":
             raise ValueError(f"encoder {self.encoder!r} is not supported (only 'gru')")
-        for name in ("n_words", "dim_word", "dim", "dim_image"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not isinstance(self.abs, bool):
+            raise ValueError(f"abs must be true or false, got {self.abs!r}")
+        if self.backbone is not None and not isinstance(self.backbone, str):
+            raise ValueError(f"backbone must be a backbone name or null, got {self.backbone!r}")
+        if not isinstance(self.backbone_options, dict) or not all(isinstance(k, str) for k in self.backbone_options):
+            raise ValueError(f"backbone_options must be a JSON object, got {self.backbone_options!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -44,6 +53,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         """Build from a dict, rejecting unknown keys by name."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the model section must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

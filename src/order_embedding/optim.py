@@ -16,7 +16,9 @@ were trained with it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -112,3 +114,27 @@ def clip_gradients(net: torch.nn.Module, grad_clip: float, mode: str = "tensor")
         for g in clip_pieces(net):
             squared = (g * g).sum()
             g.mul_(torch.where(squared > grad_clip**2, grad_clip / squared.sqrt(), 1.0))
+
+
+def flushing_denormals() -> bool:
+    """Whether float arithmetic on the calling thread flushes subnormal results to zero."""
+    return bool(torch.tensor(torch.finfo(torch.float32).tiny) * 0.5 == 0)
+
+
+@contextmanager
+def flush_denormals() -> Iterator[bool]:
+    """Flush subnormal floats to zero on this CPU thread inside the block, then restore the caller's setting.
+
+    Adam's moments of parameters (or embedding rows) that get no gradient decay geometrically
+    into the subnormal range, where x86 arithmetic is many times slower; flushed, they become
+    exact zeros instead, which changes nothing but the last bits of steps below ~1e-38. Yields
+    whether the CPU supports flushing (``torch.set_flush_denormal``). The setting is per thread:
+    it covers the calling thread, which does all the work with one torch thread; the workers of
+    torch's intra-op thread pool keep their own setting.
+    """
+    before = flushing_denormals()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        torch.set_flush_denormal(before)

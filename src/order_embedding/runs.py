@@ -7,18 +7,24 @@ A run folder holds
 - ``metrics.jsonl``: one JSON record per log or validation event;
 - ``model.safetensors``: the best parameters so far (what ``load_model`` reads);
 - ``last.safetensors``: the latest parameters and optimizer state, with the
-  training state as JSON in the file's metadata, for resuming.
+  training state as JSON in the file's metadata, for resuming;
+- ``.lock``: held (``flock``) by the one process writing the folder.
 
 Tensors are stored with safetensors and everything else as JSON; nothing is pickled.
+Files are replaced atomically; a write that finds the disk full leaves the old file
+and raises :class:`DiskFullError` naming the file and the space it needed.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -30,6 +36,9 @@ VOCAB = "vocab.json"
 METRICS = "metrics.jsonl"
 BEST = "model.safetensors"
 LAST = "last.safetensors"
+LOCK = ".lock"
+#: The files of a run folder that are written by atomic replacement.
+WRITTEN = (CONFIG, VOCAB, BEST, LAST)
 #: Largest JSON file of a run folder that is read (config, vocabulary, index descriptions).
 MAX_JSON_BYTES = 64 * 2**20
 #: Largest safetensors header, as the safetensors format allows.
@@ -40,6 +49,24 @@ MAX_METRICS_LINE = 2**20
 
 class RunError(ValueError):
     """A run folder or one of its files is missing, malformed or corrupt."""
+
+
+class DiskFullError(RunError):
+    """A write found no space left; nothing partial was left behind."""
+
+
+def disk_full(path: str | os.PathLike, needed: int) -> DiskFullError:
+    """The one-line error for a write of ``needed`` bytes to ``path`` that found the disk full."""
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free:,} free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"{path}: no space left on the device (writing {needed:,} bytes, {free})")
+
+
+def is_disk_full(error: OSError) -> bool:
+    """Whether ``error`` says the disk (or the quota) is full."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -53,9 +80,41 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(path, len(data)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed write left in a run folder (``.NAME.*.tmp``); returns them.
+
+    Only for the folder's writer, while it holds :func:`lock_run`.
+    """
+    stale = [p for name in WRITTEN for p in Path(run_dir).glob(f".{name}.*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def lock_run(run_dir: str | os.PathLike) -> IO[bytes]:
+    """Create ``run_dir`` and take its exclusive lock; another process holding it raises :class:`RunError`.
+
+    The lock lasts until the returned file is closed or the process ends (a crash included).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK, "wb")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RunError(f"{run_dir}: another process is writing this run folder (it holds {run_dir / LOCK})") from None
+    return f
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
@@ -182,12 +241,60 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON record as a line of ``metrics.jsonl`` (flushed and synced)."""
+    """Append one JSON record as a line of ``metrics.jsonl`` (flushed and synced); a full disk leaves no part line."""
     path = Path(run_dir) / METRICS
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    with open(path, "ab") as f:
+        start = f.tell()
+        try:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as e:
+            f.truncate(start)
+            if is_disk_full(e):
+                raise disk_full(path, len(line)) from None
+            raise
+
+
+def truncate_metrics(run_dir: str | os.PathLike, uidx: int) -> int:
+    """Drop the records logged after update ``uidx`` (a resumed run logs them again); returns how many."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return 0
+    records = list(read_metrics(run_dir))
+    kept = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("uidx"), int) and r["uidx"] > uidx)]
+    half_line = False  # a kill in the middle of writing a record
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            half_line = f.read(1) != b"\n"
+    if len(kept) != len(records) or half_line:
+        atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+    return len(records) - len(kept)
+
+
+def data_record(data: str, resolved: Path, run_dir: str | os.PathLike) -> dict[str, str]:
+    """How a run records its data set: ``data`` (absolute, works from any folder), ``data_relative`` (from the
+    run folder, for a checkout moved with its data) and ``data_given`` (as typed, for display)."""
+    resolved = resolved.resolve()
+    return {"data": str(resolved), "data_given": str(data),
+            "data_relative": os.path.relpath(resolved, Path(run_dir).resolve())}
+
+
+def recorded_data(run_dir: str | os.PathLike | None, train: dict[str, Any]) -> str | None:
+    """The data set a run was trained on, found from any working folder: the recorded absolute path, else the
+    path relative to the run folder, else the recorded text as given (``None`` when the run records none)."""
+    data = train.get("data")
+    if not isinstance(data, str) or not data:
+        return None
+    relative = train.get("data_relative")
+    if not Path(data).exists() and run_dir is not None and isinstance(relative, str):
+        moved = Path(run_dir) / relative
+        if moved.exists():
+            return str(moved)
+    return data
 
 
 def read_metrics(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:

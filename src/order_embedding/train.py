@@ -1,7 +1,8 @@
 """Training: the original driver's ``trainer(**kwargs)``, read top to bottom.
 
 Hyperparameters keep the original names (``dim``, ``dim_word``, ``margin``,
-``lrate``, ``grad_clip``, ``validFreq`` ...). Every ``validFreq`` updates the dev
+``lrate``, ``grad_clip``, ``validFreq`` ...), each declared once in
+:mod:`order_embedding.options`. Every ``validFreq`` updates the dev
 fold is evaluated and the parameters are kept when text-to-image R@1+R@5+R@10 is
 the best so far; ``last.safetensors`` always holds enough to resume.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,81 +32,41 @@ from .inference import (
 )
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
-from .optim import clip_gradients, make_optimizer, scheduled_lr
+from .optim import clip_gradients, flush_denormals, make_optimizer, scheduled_lr
+from .options import NOT_RECORDED, changed_on_resume, make_options
 from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
-
-#: The original driver's shared defaults (section 3 of the reference), plus this project's options.
-DEFAULTS: dict[str, Any] = {
-    "name": "anon",
-    "save_dir": "runs",
-    "load_from": None,
-    "data": "coco",
-    "cnn": "10crop",
-    "dim_image": 4096,
-    "dim": 1024,
-    "dim_word": 300,
-    "encoder": "gru",
-    "method": "order",
-    "margin": 0.05,
-    "abs": True,
-    "max_epochs": 100,
-    "dispFreq": 10,
-    "validFreq": 300,
-    "grad_clip": 2.0,
-    "clip_mode": "tensor",
-    "optimizer": "adam_original",
-    "lr_update": None,
-    "batch_size": 128,
-    "lrate": 0.001,
-    "max_violation": False,
-    "n_words": None,
-    "lowercase": False,
-    "backbone": None,
-    "backbone_options": {},
-    "backbone_lrate": None,
-    "image_root": None,
-    "valid_split": "dev",
-    "seed": 1234,
-    "device": None,
-    "resume": False,
-    "verbose": True,
-}
-
-#: The paper's two models (reference section 3).
-PRESETS: dict[str, dict[str, Any]] = {
-    "order": {"method": "order", "margin": 0.05, "abs": True, "optimizer": "adam_original", "lr_update": None},
-    "symmetric": {"method": "cosine", "margin": 0.2, "abs": False, "optimizer": "adam_original", "lr_update": None},
-}
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss became NaN); the run folder is left intact."""
 
 
-def make_options(preset: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Defaults, then a preset, then explicit options; unknown names raise ``ValueError``."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    unknown = sorted(set(kwargs) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s): {', '.join(unknown)}")
-    options = {**DEFAULTS, **(PRESETS[preset] if preset else {}), **kwargs}
-    if options["optimizer"] not in ("adam", "adam_original"):
-        raise ValueError(f"optimizer {options['optimizer']!r} is not supported (only 'adam' or 'adam_original')")
-    if options["clip_mode"] not in ("tensor", "global"):
-        raise ValueError(f"clip_mode must be 'tensor' or 'global', not {options['clip_mode']!r}")
-    for key in ("batch_size", "max_epochs", "dispFreq", "validFreq"):
-        if int(options[key]) < 1:
-            raise ValueError(f"{key} must be at least 1, got {options[key]}")
-    if options["batch_size"] < 2:
-        raise ValueError("batch_size must be at least 2 (the loss needs negatives)")
-    if options["lr_update"] is not None and (isinstance(options["lr_update"], bool)
-                                             or not isinstance(options["lr_update"], int) or options["lr_update"] < 1):
-        raise ValueError(f"lr_update must be a whole number of epochs (at least 1) or null, got {options['lr_update']!r}")
-    if options["backbone_lrate"] is not None and not float(options["backbone_lrate"]) > 0:
-        raise ValueError(f"backbone_lrate must be a positive number, got {options['backbone_lrate']!r}")
-    return options
+@dataclass
+class TrainState:
+    """Where training stands: saved in ``last.safetensors``'s metadata and restored on resume."""
+
+    uidx: int = 0  #: updates done
+    epoch: int = 0  #: epochs done
+    batch: int = 0  #: batches done in the current epoch
+    examples: int = 0  #: image-caption pairs seen
+    best_score: float = -math.inf  #: best dev t2i R@1+R@5+R@10 so far
+    rng: dict[str, Any] | None = None  #: the batch order's NumPy generator state at the start of this epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the checkpoint."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> "TrainState":
+        """Inverse of :meth:`to_dict`; anything else raises :class:`runs.RunError` naming ``source``."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) != names:
+            raise runs.RunError(f"{source}: the training state in its metadata is not {sorted(names)}")
+        counts = [d[k] for k in ("uidx", "epoch", "batch", "examples")]
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in counts) or not isinstance(d["rng"], dict) \
+                or isinstance(d["best_score"], bool) or not isinstance(d["best_score"], (int, float)):
+            raise runs.RunError(f"{source}: the training state in its metadata is malformed")
+        return cls(**d)
 
 
 def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: float | None) -> list[dict[str, Any]]:
@@ -139,7 +101,7 @@ def validate(model: LoadedModel, dev: Split, dev_images: np.ndarray) -> dict[str
     return {**result, "score": t["R@1"] + t["R@5"] + t["R@10"]}
 
 
-def _checkpoint(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _checkpoint(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
     """Save parameters, optimizer moments and the training state to ``last.safetensors``."""
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     names = {id(p): n for n, p in net.named_parameters()}
@@ -148,32 +110,85 @@ def _checkpoint(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Opti
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"optim.{names[id(p)]}.{key}"] = torch.as_tensor(value)
     tensors["rng.torch"] = torch.get_rng_state()
-    runs.save_tensors(run_dir / runs.LAST, tensors, {"state": state})
+    runs.save_tensors(run_dir / runs.LAST, tensors, {"state": state.to_dict()})
 
 
-def _restore(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load ``last.safetensors`` into the network and optimizer; returns the saved training state."""
-    tensors, meta = runs.load_tensors(run_dir / runs.LAST)
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+def _restore(run_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Load ``last.safetensors`` into the network and optimizer; returns the saved training state.
+
+    A checkpoint that does not fit the network, or lacks its training state, raises :class:`runs.RunError`.
+    """
+    path = run_dir / runs.LAST
+    tensors, meta = runs.load_tensors(path)
+    if "state" not in meta or "rng.torch" not in tensors:
+        raise runs.RunError(f"{path}: no training state in its metadata; it is not a checkpoint this trainer wrote")
+    state = TrainState.from_dict(meta["state"], str(path))
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = net.state_dict()
+    wrong = sorted(set(expected) ^ set(weights)) + sorted(
+        k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
+    if wrong:
+        raise runs.RunError(f"{path}: its parameters do not fit the run's model ({', '.join(wrong[:3])}"
+                            f"{' ...' if len(wrong) > 3 else ''})")
+    net.load_state_dict(weights)
     params = dict(net.named_parameters())
     for name, p in params.items():
         saved = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"optim.{name}.") and k.count(".") == name.count(".") + 2}
+        if any(k != "step" and v.shape != p.shape for k, v in saved.items()):
+            raise runs.RunError(f"{path}: optimizer state of {name} does not fit the parameter")
         if saved:
             optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in saved.items()}
     torch.set_rng_state(tensors["rng.torch"])
-    return meta["state"]
+    return state
 
 
+def _check_resume(run_dir: Path, opt: dict[str, Any]) -> dict[str, Any]:
+    """The recorded config of a run being resumed; options that define the result must be the recorded ones."""
+    cfg = runs.load_json(run_dir / runs.CONFIG)
+    recorded = cfg.get("train") if isinstance(cfg, dict) else None
+    if not isinstance(recorded, dict):
+        raise runs.RunError(f"{run_dir / runs.CONFIG}: no 'train' section to resume from")
+    changed = changed_on_resume(recorded, opt)
+    if changed:
+        shown = "; ".join(f"{name} {was!r}, not {given!r}" for name, was, given in changed)
+        raise ValueError(f"{run_dir} was trained with {shown}: resume it with the recorded options or start a new run")
+    return cfg
+
+
+@flush_denormals()  # the Adam moments of words no batch uses decay towards the subnormal range
 def trainer(preset: str | None = None, **kwargs: Any) -> Path:
-    """Train a caption-image model with the original's hyperparameter names; returns the run folder."""
+    """Train a caption-image model with the original's hyperparameter names; returns the run folder.
+
+    The run folder is locked against a second writer while training; ``resume=True`` continues it from its
+    last checkpoint (or from the start, when it was stopped before one was written). Subnormal floats are
+    flushed to zero on the calling thread while it runs (:func:`flush_denormals`).
+    """
     opt = make_options(preset, **kwargs)
     dist = distributed.setup(opt["device"])  # one process, or this rank of a torchrun group
+    run_dir = Path(opt["save_dir"]) / opt["name"]
+    new = not run_dir.exists()
+    lock = runs.lock_run(run_dir) if dist.is_main else None
+    try:
+        return _train(opt, dist, run_dir)
+    except BaseException:
+        if new and lock is not None and [p.name for p in run_dir.iterdir()] == [runs.LOCK]:
+            (run_dir / runs.LOCK).unlink()  # a run that failed before writing anything leaves no folder
+            run_dir.rmdir()
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Path:
     verbose = opt["verbose"] and dist.is_main
     device = torch.device(opt["device"]) if opt["device"] else default_device()
-    run_dir = Path(opt["save_dir"]) / opt["name"]
-    resuming = bool(opt["resume"]) and (run_dir / runs.LAST).exists()
-    if (run_dir / runs.CONFIG).exists() and not resuming:
+    started = (run_dir / runs.CONFIG).exists()
+    if started and not opt["resume"]:
         raise ValueError(f"{run_dir} already holds a run; choose another name or pass resume=True")
+    resuming = started and (run_dir / runs.LAST).exists()
+    if started:
+        _check_resume(run_dir, opt)
     distributed.barrier()  # every rank has decided before rank 0 writes the run folder
 
     # Data and vocabulary
@@ -202,31 +217,33 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     base_lrs = [g["lr"] for g in groups]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     optimizer = make_optimizer(opt["optimizer"], groups, opt["lrate"])
-    model = LoadedModel(net, vocab, {k: v for k, v in opt.items() if k not in ("verbose", "device", "resume")}, run_dir)
+    recorded = {k: v for k, v in opt.items() if k not in NOT_RECORDED}
+    recorded.update(runs.data_record(opt["data"], data_dir, run_dir))
+    model = LoadedModel(net, vocab, recorded, run_dir)
     dev_images = split_images(model, dev)
 
-    state = {"uidx": 0, "epoch": 0, "batch": 0, "examples": 0, "best_score": -math.inf, "rng": None}
+    state = TrainState()
     if resuming:
-        trained_with = runs.load_json(run_dir / runs.CONFIG)["train"].get("optimizer", "adam")
-        if trained_with != opt["optimizer"]:
-            raise ValueError(f"{run_dir} was trained with optimizer {trained_with!r}; resume it with the same "
-                             f"optimizer, not {opt['optimizer']!r}")
         state = _restore(run_dir, net, optimizer)
         if verbose:
-            tqdm.write(f"resuming {run_dir} at epoch {state['epoch']}, update {state['uidx']}")
-    elif dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        vocab.save(run_dir / runs.VOCAB)
+            tqdm.write(f"resuming {run_dir} at epoch {state.epoch}, update {state.uidx}")
+    elif started and verbose:
+        tqdm.write(f"{run_dir} was stopped before its first checkpoint; starting it from the beginning")
+    if dist.is_main:
+        runs.remove_temporaries(run_dir)
+        runs.truncate_metrics(run_dir, state.uidx)  # records after the checkpoint are logged again
+        if not resuming:
+            vocab.save(run_dir / runs.VOCAB)
         runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.options})
     rng = np.random.default_rng(opt["seed"])
     if resuming:
-        rng.bit_generator.state = state["rng"]
+        rng.bit_generator.state = state.rng
 
     def log(record: dict[str, Any]) -> None:
         if not dist.is_main:
             return
-        runs.append_metrics(run_dir, {**record, "uidx": state["uidx"], "epoch": state["epoch"],
-                                      "examples": state["examples"], "time": time.time()})
+        runs.append_metrics(run_dir, {**record, "uidx": state.uidx, "epoch": state.epoch,
+                                      "examples": state.examples, "time": time.time()})
 
     def save_last() -> None:
         if dist.is_main:
@@ -240,28 +257,28 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
         net.eval()
         result = validate(model, dev, dev_images)
         net.train()
-        best = result["score"] > state["best_score"]
+        best = result["score"] > state.best_score
         if best:
-            state["best_score"] = result["score"]
-            runs.save_tensors(run_dir / runs.BEST, net.state_dict(), {"uidx": state["uidx"], "score": result["score"]})
+            state.best_score = result["score"]
+            runs.save_tensors(run_dir / runs.BEST, net.state_dict(), {"uidx": state.uidx, "score": result["score"]})
         log({"event": "valid", "split": dev.name, **result, "best": best})
         save_last()
         if verbose:
             t, i = result["t2i"], result["i2t"]
-            tqdm.write(f"Valid update {state['uidx']}: t2i R@1/5/10 {t['R@1']:.1f}/{t['R@5']:.1f}/{t['R@10']:.1f} "
+            tqdm.write(f"Valid update {state.uidx}: t2i R@1/5/10 {t['R@1']:.1f}/{t['R@5']:.1f}/{t['R@10']:.1f} "
                        f"i2t {i['R@1']:.1f}/{i['R@5']:.1f}/{i['R@10']:.1f} score {result['score']:.1f}"
                        + (" (best, saved)" if best else ""))
 
     # Training loop
     net.train()
-    last_validated = state["uidx"] if resuming else -1
-    while state["epoch"] < opt["max_epochs"]:
-        state["rng"] = rng.bit_generator.state  # the epoch's draw is replayed on resume
+    last_validated = state.uidx if resuming else -1
+    while state.epoch < opt["max_epochs"]:
+        state.rng = rng.bit_generator.state  # the epoch's draw is replayed on resume
         for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = scheduled_lr(lr, opt["lr_update"], state["epoch"])
+            group["lr"] = scheduled_lr(lr, opt["lr_update"], state.epoch)
         batches = list(epoch_batches(train.cap2img, train.n_images, opt["batch_size"], rng))
-        bar = tqdm(batches[state["batch"]:], desc=f"epoch {state['epoch']}", unit="batch", disable=not verbose,
-                   total=len(batches), initial=state["batch"], leave=False)
+        bar = tqdm(batches[state.batch:], desc=f"epoch {state.epoch}", unit="batch", disable=not verbose,
+                   total=len(batches), initial=state.batch, leave=False)
         for cap_idx, img_idx in bar:
             if len(cap_idx) < dist.world_size:  # a final batch too small to give every rank a pair
                 continue
@@ -272,29 +289,29 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
             s, im = distributed.all_gather_with_grad(s, len(cap_idx)), distributed.all_gather_with_grad(im, len(cap_idx))
             loss = contrastive_loss(s, im, opt["method"], opt["margin"], opt["max_violation"])
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at update {state['uidx'] + 1} (epoch {state['epoch']}); "
+                raise TrainingError(f"loss became {loss.item()} at update {state.uidx + 1} (epoch {state.epoch}); "
                                     f"the last good checkpoint is in {run_dir}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(net, opt["grad_clip"], opt["clip_mode"])
             optimizer.step()
-            state["uidx"] += 1
-            state["batch"] += 1
-            state["examples"] += len(cap_idx)
-            if state["uidx"] % opt["dispFreq"] == 0:
+            state.uidx += 1
+            state.batch += 1
+            state.examples += len(cap_idx)
+            if state.uidx % opt["dispFreq"] == 0:
                 log({"event": "train", "loss": loss.item()})
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-            if state["uidx"] % opt["validFreq"] == 0:
+            if state.uidx % opt["validFreq"] == 0:
                 run_validation()
-                last_validated = state["uidx"]
+                last_validated = state.uidx
         bar.close()
-        state["epoch"] += 1
-        state["batch"] = 0
-        state["rng"] = rng.bit_generator.state
+        state.epoch += 1
+        state.batch = 0
+        state.rng = rng.bit_generator.state
         save_last()
-    if last_validated != state["uidx"]:
+    if last_validated != state.uidx:
         run_validation()
     if verbose:
-        tqdm.write(f"done: {state['uidx']} updates, best dev score {state['best_score']:.1f}; run folder {run_dir}")
+        tqdm.write(f"done: {state.uidx} updates, best dev score {state.best_score:.1f}; run folder {run_dir}")
     distributed.teardown(dist)
     return run_dir

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..demo import format_demo, run_demo, write_json
+from .types import COUNT0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and print retrieval and hierarchy results.")
     p.add_argument("--out", type=Path, default=Path("demo"), help="folder for data and runs (default: ./demo)")
     p.add_argument("--quick", action="store_true", help="a small version that finishes in about a minute")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -15,6 +15,7 @@ from ..inference import (
     load_model,
 )
 from ..runs import atomic_write
+from .types import COUNT, DEVICE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", type=Path, metavar="DIR",
                    help="folder the --images paths are relative to (default: the list's folder)")
     p.add_argument("--out", type=Path, required=True, metavar="NPY", help="where to write the embeddings")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", help="torch device (default: cuda when present)")
+    p.add_argument("--batch-size", type=COUNT, default=128, help="sentences or images per forward pass (default: 128)")
+    p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when present)")
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..vision.features import CNNS, extract_features
+from .types import COUNT, COUNT0, DEVICE, NAME
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,18 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--weights", default="imagenet", choices=("imagenet", "none"),
                    help="pretrained (fetched by torchvision into its cache on first use) or random weights")
     w.add_argument("--weights-file", metavar="PATH", help="a local weights file instead (.pth or .safetensors)")
-    p.add_argument("--name", help="feature folder name under images/ (default: 10crop/1crop for vgg19, "
+    p.add_argument("--name", type=NAME, help="feature folder name under images/ (default: 10crop/1crop for vgg19, "
                                   "else CNN-10crop/CNN-1crop)")
     p.add_argument("--splits", nargs="+", metavar="SPLIT", help="splits to do (default: every {split}_images.txt)")
     p.add_argument("--image-root", help="folder the image lists are relative to (default: the data folder)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--workers", type=COUNT0, default=min(4, os.cpu_count() or 1),
                    help="image-loading worker processes (default: up to 4)")
-    p.add_argument("--device", help="torch device (default: cuda when present)")
+    p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when present)")
     p.add_argument("--amp", action="store_true", help="float16 mixed precision on CUDA")
     p.add_argument("--overwrite", action="store_true", help="redo splits whose feature file exists")
-    p.add_argument("--image-size", type=int, help="crop side (default: 224; CLIP: its own)")
-    p.add_argument("--resize-size", type=int, help="shorter side before cropping (default: crop side * 256/224)")
+    p.add_argument("--image-size", type=COUNT, help="crop side (default: 224; CLIP: its own)")
+    p.add_argument("--resize-size", type=COUNT, help="shorter side before cropping (default: crop side * 256/224)")
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name for --cnn clip")
     p.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag for --cnn clip")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,7 @@ from ..hypernym.wordnet import (
     find_wordnet_dir,
     read_wordnet,
 )
+from .types import COUNT, COUNT0, NON_NEGATIVE, POSITIVE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,25 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wordnet", type=Path, default=Path(DEFAULT_WORDNET_DIR), metavar="DIR",
                    help=f"folder with data.noun and index.noun (default {DEFAULT_WORDNET_DIR}; NLTK's wordnet folder works)")
     p.add_argument("--root", metavar="SYNSET", help="use only this synset and those below it (e.g. mammal.n.01)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, negatives and initialisation (default 0)")
-    p.add_argument("--dev-size", type=int, default=4000, help="dev edges (default 4000)")
-    p.add_argument("--test-size", type=int, default=4000, help="test edges (default 4000)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs of each model (default {d.epochs})")
-    p.add_argument("--dim", type=int, default=d.dim, help=f"embedding dimension (default {d.dim})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per update (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--margin", type=float, default=d.margin, help=f"hinge margin for negatives (default {d.margin})")
-    p.add_argument("--negatives", type=int, default=d.negatives,
+    p.add_argument("--seed", type=COUNT0, default=0, help="seed of the split, negatives and initialisation (default 0)")
+    p.add_argument("--dev-size", type=COUNT0, default=4000, help="dev edges (default 4000)")
+    p.add_argument("--test-size", type=COUNT0, default=4000, help="test edges (default 4000)")
+    p.add_argument("--epochs", type=COUNT, default=d.epochs, help=f"training epochs of each model (default {d.epochs})")
+    p.add_argument("--dim", type=COUNT, default=d.dim, help=f"embedding dimension (default {d.dim})")
+    p.add_argument("--batch-size", type=COUNT, default=d.batch_size, help=f"pairs per update (default {d.batch_size})")
+    p.add_argument("--lr", type=POSITIVE, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--margin", type=NON_NEGATIVE, default=d.margin, help=f"hinge margin for negatives (default {d.margin})")
+    p.add_argument("--negatives", type=COUNT, default=d.negatives,
                    help=f"negatives drawn per training edge each epoch (default {d.negatives})")
     p.add_argument("--filter-negatives", action="store_true",
                    help="draw a training negative again when it is a training edge (known to be true)")
     p.add_argument("--lr-decay", action="store_true", help="decay the learning rate linearly to 0 over the run")
-    p.add_argument("--valid-every", type=int, default=d.valid_every, metavar="N",
+    p.add_argument("--valid-every", type=COUNT, default=d.valid_every, metavar="N",
                    help=f"evaluate on dev every N updates and at each epoch's end (default {d.valid_every})")
     p.add_argument("--no-symmetric", action="store_true", help="skip the symmetric (cosine) model")
     p.add_argument("--out", type=Path, default=Path("runs/hypernym"), help="run folder to create (default runs/hypernym)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=COUNT, default=1,
                    help="torch CPU threads (default 1: each update is small and memory-bound, and one thread "
                         "stays fast when the cores are shared)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -52,8 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1 (got {args.threads})")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -12,6 +12,7 @@ from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
 from .encode import image_list, read_captions
+from .types import COUNT, DEVICE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,18 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     b.add_argument("--ann", choices=("ivf", "hnsw"), help="also build a FAISS candidate index for approximate search")
-    b.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(images))")
-    b.add_argument("--device", help="torch device for encoding (default: cpu)")
+    b.add_argument("--nlist", type=COUNT, help="IVF lists (default: about 4 sqrt(images))")
+    b.add_argument("--device", type=DEVICE, help="torch device for encoding (default: cpu)")
     b.set_defaults(func=run_build)
 
     s = isub.add_parser("search", help="the best images of an index for one or more sentences")
     s.add_argument("index", type=Path, metavar="INDEX", help="index folder")
     s.add_argument("sentences", nargs="*", metavar="SENTENCE", help="query sentences (pre-tokenised text)")
     s.add_argument("--queries", type=Path, metavar="TXT", help="also read queries from a file, one per line")
-    s.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    s.add_argument("-k", type=COUNT, default=10, help="results per query (default: 10)")
     s.add_argument("--approximate", action="store_true", help="FAISS candidates re-ranked exactly (needs --ann at build)")
-    s.add_argument("--candidates", type=int, default=1000, help="candidates per query in approximate mode")
-    s.add_argument("--nprobe", type=int, default=32, help="IVF lists visited (HNSW: search breadth)")
+    s.add_argument("--candidates", type=COUNT, default=1000, help="candidates per query in approximate mode")
+    s.add_argument("--nprobe", type=COUNT, default=32, help="IVF lists visited (HNSW: search breadth)")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=run_search)
 
@@ -75,8 +76,6 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ValueError(f"-k must be at least 1, got {args.k}")
     sentences = list(args.sentences)
     if args.queries is not None:
         sentences += read_captions(args.queries)

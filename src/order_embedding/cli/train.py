@@ -1,30 +1,26 @@
-"""``order-embedding train``: the original driver's hyperparameters as flags."""
+"""``order-embedding train``: the original driver's hyperparameters as flags, one per declared option."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 
-from ..train import DEFAULTS, PRESETS, trainer
-
-
-def _parse_value(text: str):
-    """A flag value as JSON when it parses (numbers, booleans, null, objects), else as a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+from ..options import OPTIONS, PRESETS
+from ..train import trainer
+from .types import flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a caption-image model",
-                       description="Train with the original's hyperparameter names; values parse as JSON when they can.")
+                       description="Train with the original's hyperparameter names. Booleans take true/false "
+                                   "(or 1/0, yes/no); null leaves an optional value unset.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="order", help="the paper's order or symmetric model")
-    for key, value in DEFAULTS.items():
-        if key in ("verbose",):
+    for option in OPTIONS:
+        if option.name == "verbose":
             continue
-        p.add_argument(f"--{key}", dest=key, type=_parse_value, default=argparse.SUPPRESS,
-                       metavar="VALUE", help=f"default: {json.dumps(value)}")
+        default = PRESETS["order"].get(option.name, option.default)
+        p.add_argument(f"--{option.name}", dest=option.name, type=flag(option.rule, option.name), default=argparse.SUPPRESS,
+                       metavar="VALUE", help=f"{option.help} (default: {json.dumps(default)})")
     p.add_argument("--finetune", action="store_true",
                    help="train the torchvision backbone's weights too (default: frozen); needs --backbone")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
@@ -32,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {k: v for k, v in vars(args).items() if k in DEFAULTS}
+    names = {o.name for o in OPTIONS}
+    options = {k: v for k, v in vars(args).items() if k in names}
     if args.finetune:
         if not options.get("backbone"):
             raise ValueError("--finetune needs a backbone (for example --backbone resnet152 --dim_image 2048)")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import disk_full, is_disk_full
+
 #: The storage dtypes of embedding files.
 DTYPES = ("float16", "float32")
 
@@ -89,20 +91,39 @@ class NpyWriter:
         self._file = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         np.lib.format.write_array_header_2_0(self._file, header)
+        #: The size of the complete file.
+        self.nbytes = self._file.tell() + self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def write(self, block: np.ndarray) -> None:
         """Append rows (converted to the file's dtype)."""
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if block.ndim != 2 or block.shape[1] != self.shape[1] or self.rows + len(block) > self.shape[0]:
             raise ValueError(f"{self.path}: block of shape {block.shape} does not fit the remaining rows of {self.shape}")
-        self._file.write(block.tobytes())
+        try:
+            self._file.write(block.tobytes())
+        except OSError as e:
+            self._fail(e)
         self.rows += len(block)
+
+    def _fail(self, error: OSError) -> None:
+        """Close the file and raise ``error``; a full disk becomes :class:`~order_embedding.runs.DiskFullError`
+        naming the file and its full size. Removing the partial file is the caller's job."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        if is_disk_full(error):
+            raise disk_full(self.path, self.nbytes) from None
+        raise error
 
     def close(self) -> None:
         """Flush to disk; every row must have been written."""
         if self.rows != self.shape[0]:
             self._file.close()
             raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            self._fail(e)
         self._file.close()

@@ -103,7 +103,7 @@ Facts = dict[str, Any]
 # ---------------------------------------------------------------- scenes and drawing
 
 
-def _sample_scene(rng: random.Random) -> list[dict[str, str]]:
+def sample_scene(rng: random.Random) -> list[dict[str, str]]:
     """A random scene: 1-3 objects at distinct positions, attributes drawn uniformly."""
     n = rng.choices((1, 2, 3), weights=N_OBJECTS_P)[0]
     colours = list(COLOURS)
@@ -113,7 +113,8 @@ def _sample_scene(rng: random.Random) -> list[dict[str, str]]:
     ]
 
 
-def _scene_key(objects: list[dict[str, str]]) -> tuple:
+def scene_key(objects: list[dict[str, str]]) -> tuple:
+    """A scene's identity: its objects' attribute values, in a canonical order."""
     return tuple(sorted(tuple(o[a] for a in ATTRIBUTES) for o in objects))
 
 
@@ -221,7 +222,7 @@ def _object_phrase(desc: dict[str, Any], rng: random.Random) -> list[str]:
     return words
 
 
-def _caption_text(facts: Facts, rng: random.Random) -> str:
+def caption_text(facts: Facts, rng: random.Random) -> str:
     """One wording (lower case, space-separated tokens) of a caption's facts."""
     descs = [d for d in facts["objects"] if len(d) > 1]
     if not descs:
@@ -281,7 +282,7 @@ def _image_entry(imgid: int, split: str, scene: list[dict[str, str]], seed: int,
         out_images / filename, format="PNG", compress_level=1)
     sentences = []
     for k, facts in enumerate(chain):
-        raw = _caption_text(facts, rng)
+        raw = caption_text(facts, rng)
         sentences.append({"tokens": raw.split(), "raw": raw, "imgid": imgid, "sentid": 5 * imgid + k})
     return {
         "filepath": IMAGE_DIR,
@@ -327,8 +328,8 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
     for split in reversed(_SPLITS):
         scenes[split] = []
         while len(scenes[split]) < counts[split]:
-            scene = _sample_scene(rng)
-            key = _scene_key(scene)
+            scene = sample_scene(rng)
+            key = scene_key(scene)
             if key not in seen:
                 seen.add(key)
                 scenes[split].append(scene)
@@ -405,7 +406,7 @@ def hierarchy_pairs(json_path: str | os.PathLike, split: str = "test", n_pairs: 
             most = len(stated) - (0 if chain[j]["count"] is not None and not keep_count else 1)
             keep = sorted(rng.sample(range(len(stated)), rng.randint(1, most)))
             general = _facts(im["objects"], [stated[k] for k in keep], count=keep_count)
-            add(_caption_text(general, rng), raws[j])
+            add(caption_text(general, rng), raws[j])
         if len(entries) > 1:
             i = rng.randrange(2)
             for _ in range(50):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,8 +33,16 @@ DEFAULT_DATA_ROOT = "./data"
 _SCAN_ROWS = 65536
 
 
+#: How far a feature row's L2 norm may be from 1 before :func:`warn_unnormalised` warns.
+NORM_TOLERANCE = 1e-3
+
+
 class DataError(ValueError):
     """A data folder or one of its files is missing, malformed or inconsistent."""
+
+
+class InputWarning(UserWarning):
+    """Input that is accepted but is probably not what the model expects."""
 
 
 @dataclass(eq=False)
@@ -170,8 +179,8 @@ def _aliases(split: str) -> list[str]:
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    """Non-empty stripped lines of a UTF-8 text file (one item per line)."""
-    data = path.read_bytes()
+    """Non-empty stripped lines of a UTF-8 text file (one item per line); a byte-order mark is dropped."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -208,15 +217,37 @@ def _load_features(path: Path) -> np.ndarray:
 
 
 def _check_finite(arr: np.ndarray, path: Path) -> None:
-    """Raise naming ``path`` and the number of rows with NaN or infinite values."""
+    """Raise naming ``path`` and the number of rows with NaN or infinite values; warn about rows that are
+    not L2-normalised (:func:`warn_unnormalised`)."""
     n = arr.shape[0]
-    bad = 0
+    bad = off = 0
     starts = range(0, n, _SCAN_ROWS)
     for start in tqdm(starts, desc=f"checking {path.name}", unit="chunk", leave=False, disable=len(starts) < 8):
         chunk = np.asarray(arr[start : start + _SCAN_ROWS])
         bad += int((~np.isfinite(chunk)).any(axis=1).sum())
+        off += _unnormalised_rows(chunk)
     if bad:
         raise DataError(f"{path}: {bad} of {n} feature rows contain NaN or infinite values")
+    _warn(off, n, str(path))
+
+
+def _unnormalised_rows(rows: np.ndarray) -> int:
+    """How many rows have an L2 norm further than :data:`NORM_TOLERANCE` from 1 (all-zero rows, which stand for
+    unreadable images, not counted)."""
+    norms = np.linalg.norm(np.asarray(rows, dtype=np.float64), axis=1)
+    return int(((norms > 0) & (np.abs(norms - 1) > NORM_TOLERANCE)).sum())
+
+
+def _warn(off: int, n: int, source: str) -> None:
+    if off:
+        warnings.warn(f"{source}: {off} of {n} feature rows are not L2-normalised; the model expects unit rows "
+                      "(as extract-features writes them)", InputWarning, stacklevel=3)
+
+
+def warn_unnormalised(features: np.ndarray, source: str = "features") -> None:
+    """One :class:`InputWarning` line when feature rows are not L2-normalised (they are used as given)."""
+    _warn(sum(_unnormalised_rows(features[i : i + _SCAN_ROWS]) for i in range(0, len(features), _SCAN_ROWS)),
+          len(features), source)
 
 
 def _multiple(n_caps: int, n_rows: int, caps_path: Path, rows_path: Path) -> np.ndarray:

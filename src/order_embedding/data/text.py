@@ -10,11 +10,14 @@ CAPTION_CHUNK = 65536
 
 
 def read_caption_chunks(path: str | os.PathLike, chunk: int = CAPTION_CHUNK) -> Iterator[list[str]]:
-    """Lines of a UTF-8 caption file in lists of ``chunk``; empty lines and bad encodings are errors naming the line."""
+    """Lines of a UTF-8 caption file in lists of ``chunk`` (a leading byte-order mark dropped); empty lines and
+    bad encodings are errors naming the line."""
     path = Path(path)
     lines: list[str] = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not part of the first word
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:

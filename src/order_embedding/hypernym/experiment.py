@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import runs
 from ..measures import order_violation
+from ..optim import flush_denormals
 from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
 #: The trained measures: the paper's order model and the symmetric (cosine) variant.
@@ -166,22 +167,32 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
                labels: torch.Tensor, measure: str, margin: float) -> float:
     """One update on a batch of (hyponym, hypernym) rows; returns the batch loss.
 
-    The order model's table is clamped to >= 0 first. ``grad`` (shaped like ``weight``) is
-    reused as the gradient buffer: the gradients of the gathered rows are scattered into it,
-    which is what autograd through the lookup gives, without a new dense table per batch.
+    The same update as clamping the order model's whole table to >= 0 and then running dense
+    Adam with autograd through the lookup, with only the batch's rows touched outside Adam:
+
+    - Only the rows read are clamped. A row the batch does not read moves by Adam steps of
+      one sign (its first moment only decays; at the start it is zero), so an entry below 0
+      keeps falling, and clamping it every step or when it is next read gives the same
+      values. Tables are read through ``clamp(min=0)``.
+    - ``grad`` (shaped like ``weight``, all zeros on entry and on return) is the gradient
+      buffer: the gathered rows' gradients are added into it for the optimizer, and those
+      rows are zeroed again after the step.
+    - ``optimizer`` updates the whole table, so untouched rows keep moving with their
+      decaying moments.
     """
+    rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
     with torch.no_grad():
+        gathered = weight.detach()[rows]
         if measure == "order":
-            weight.clamp_(min=0)
-    x = weight.detach()[pairs[:, 0]].requires_grad_()
-    z = weight.detach()[pairs[:, 1]].requires_grad_()
+            weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
+    gathered.requires_grad_()
+    x, z = gathered.view(len(pairs), 2, -1).unbind(1)
     loss = hinge_loss(pair_errors(x, z, measure), labels, margin)
     loss.backward()
-    grad.zero_()
-    grad.index_add_(0, pairs[:, 0], x.grad)
-    grad.index_add_(0, pairs[:, 1], z.grad)
+    grad.index_add_(0, rows, gathered.grad)
     weight.grad = grad
     optimizer.step()
+    grad.index_fill_(0, rows, 0)
     return float(loss.detach())
 
 
@@ -228,34 +239,35 @@ def train_embeddings(
         return acc
 
     bar = tqdm(total=cfg.epochs * per_epoch, desc=cfg.measure, unit="batch", disable=not progress, leave=False)
-    for epoch in range(1, cfg.epochs + 1):
-        exclude = data.train if cfg.filter_negatives else None
-        negatives = np.concatenate([corrupt_edges(data.train, n, rng, exclude) for _ in range(cfg.negatives)])
-        pairs, labels = labelled(data.train, negatives)
-        shuffle = rng.permutation(len(pairs))
-        pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
-        for b in range(per_epoch):
-            rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-            y = labels_t[rows]
-            optimizer.param_groups[0]["lr"] = learning_rate(cfg, uidx, cfg.epochs * per_epoch)
-            loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
-            uidx += 1
-            examples += len(y)
-            loss_sum += loss * len(y)
-            loss_count += len(y)
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"{cfg.measure} model: the loss became {loss_sum} at update {uidx}")
-            last = b == per_epoch - 1
-            if uidx % cfg.valid_every == 0 or last:
-                if run_dir is not None:
-                    runs.append_metrics(run_dir, {"event": "train", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
-                                                  "examples": examples, "loss": loss_sum / loss_count,
-                                                  "time": time.time() - start})
-                acc = validate(epoch)
-                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / loss_count:.4f}", dev=f"{100 * acc:.2f}",
-                                best=f"{100 * best['accuracy']:.2f}")
-                loss_sum, loss_count = 0.0, 0
-            bar.update()
+    with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
+        for epoch in range(1, cfg.epochs + 1):
+            exclude = data.train if cfg.filter_negatives else None
+            negatives = np.concatenate([corrupt_edges(data.train, n, rng, exclude) for _ in range(cfg.negatives)])
+            pairs, labels = labelled(data.train, negatives)
+            shuffle = rng.permutation(len(pairs))
+            pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
+            for b in range(per_epoch):
+                rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
+                y = labels_t[rows]
+                optimizer.param_groups[0]["lr"] = learning_rate(cfg, uidx, cfg.epochs * per_epoch)
+                loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
+                uidx += 1
+                examples += len(y)
+                loss_sum += loss * len(y)
+                loss_count += len(y)
+                if not math.isfinite(loss_sum):
+                    raise FloatingPointError(f"{cfg.measure} model: the loss became {loss_sum} at update {uidx}")
+                last = b == per_epoch - 1
+                if uidx % cfg.valid_every == 0 or last:
+                    if run_dir is not None:
+                        runs.append_metrics(run_dir, {"event": "train", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
+                                                      "examples": examples, "loss": loss_sum / loss_count,
+                                                      "time": time.time() - start})
+                    acc = validate(epoch)
+                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / loss_count:.4f}", dev=f"{100 * acc:.2f}",
+                                    best=f"{100 * best['accuracy']:.2f}")
+                    loss_sum, loss_count = 0.0, 0
+                bar.update()
     bar.close()
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
     weights = best["weights"]

@@ -1,0 +1,363 @@
+"""The textual-entailment experiment (reference section 9): train the order model and its symmetric
+variant on premise-hypothesis pairs, pick each one's threshold on dev, and compare them on test with a
+majority-class and a word-overlap baseline.
+
+Two classes: entailment against the rest (neutral and contradiction). A pair is predicted
+entailed when its error is at most the threshold that maximises dev accuracy; test accuracy
+is reported at that threshold, next to the figure the original's evaluation script gave
+(the threshold chosen on test itself, an oracle, labelled as such), and split by gold class.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import runs
+from ..batching import pad_batch
+from ..hypernym.experiment import accuracy_at, best_threshold
+from ..inference import LoadedModel, encode_sentences
+from ..optim import clip_gradients, flush_denormals, make_optimizer
+from ..train import TrainingError
+from ..vocab import Vocabulary
+from .model import (
+    METHODS,
+    EntailmentModel,
+    EntailmentModelConfig,
+    entailment_loss,
+    pair_errors,
+)
+from .snli import LABELS, SPLITS, Pairs
+
+#: Run-folder file with the final results (a superset of what ``--json`` writes).
+RESULTS = "results.json"
+#: The models of the results table, in its order, with their labels.
+TABLE_ROWS = (("majority", "majority class"), ("word_overlap", "word overlap (thresholded on dev)"),
+              ("symmetric", "order-embeddings, symmetric (cosine)"), ("order", "order-embeddings"))
+
+
+class RunExistsError(ValueError):
+    """The run folder already holds a run."""
+
+
+@dataclass
+class EntailmentConfig:
+    """The trainer's hyperparameters, named as the original's ``trainer`` (defaults: reference section 9)."""
+
+    dim: int = 1024
+    dim_word: int = 300
+    margin: float = 0.2
+    max_epochs: int = 15
+    batch_size: int = 128
+    lrate: float = 0.001
+    validFreq: int = 100
+    dispFreq: int = 10
+    grad_clip: float = 2.0
+    optimizer: str = "adam_original"
+    n_words: int | None = None
+    lowercase: bool = False
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "dim_word", "max_epochs", "validFreq", "dispFreq"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (got {self.batch_size})")
+        if not (self.lrate > 0 and self.margin > 0):
+            raise ValueError(f"lrate and margin must be positive (got {self.lrate}, {self.margin})")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
+        if self.optimizer not in ("adam", "adam_original"):
+            raise ValueError(f"optimizer {self.optimizer!r} is not supported (only 'adam' or 'adam_original')")
+        if self.n_words is not None and self.n_words < 2:
+            raise ValueError(f"n_words must be at least 2 (end-of-sentence and unknown), got {self.n_words}")
+
+
+@dataclass
+class Encoded:
+    """One split as the model reads it: token ids of both sentences, binary targets and gold labels."""
+
+    pairs: Pairs
+    premises: list[list[int]]
+    hypotheses: list[list[int]]
+    entailed: np.ndarray
+
+
+def build_vocabulary(data: dict[str, Pairs], config: EntailmentConfig) -> Vocabulary:
+    """Words of the train and dev sentences by frequency (the original's dictionary)."""
+    sentences = [s for split in ("train", "dev") for s in data[split].premises + data[split].hypotheses]
+    return Vocabulary.build(sentences, n_words=config.n_words, lowercase=config.lowercase)
+
+
+def encode_split(pairs: Pairs, vocab: Vocabulary) -> Encoded:
+    """Token ids and targets of one split."""
+    return Encoded(pairs, [vocab.encode(s) for s in pairs.premises], [vocab.encode(s) for s in pairs.hypotheses],
+                   np.array(pairs.entailed(), dtype=bool))
+
+
+@torch.no_grad()
+def sentence_errors(net: EntailmentModel, vocab: Vocabulary, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+    """Errors (float64) of aligned tokenised premises and hypotheses under a network."""
+    if len(premises) != len(hypotheses):
+        raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
+    if not premises:
+        return np.zeros(0)
+    model = LoadedModel(net, vocab)
+    p = torch.from_numpy(encode_sentences(model, premises, batch_size=512))
+    h = torch.from_numpy(encode_sentences(model, hypotheses, batch_size=512))
+    return pair_errors(p, h, net.config.method).double().numpy()
+
+
+def split_errors(net: EntailmentModel, vocab: Vocabulary, pairs: Pairs) -> np.ndarray:
+    """Errors (float64) of every pair of a split under a network."""
+    return sentence_errors(net, vocab, pairs.premises, pairs.hypotheses)
+
+
+def per_class(predicted: np.ndarray, labels: list[str]) -> dict[str, float | None]:
+    """Percent of each gold class decided right (entailment: predicted entailed; the others: not)."""
+    gold = np.asarray(labels)
+    out: dict[str, float | None] = {}
+    for label in LABELS:
+        rows = gold == label
+        want = label == "entailment"
+        out[label] = 100 * float(np.mean(predicted[rows] == want)) if rows.any() else None
+    return out
+
+
+def threshold_results(dev_errors: np.ndarray, dev: Encoded, test_errors: np.ndarray, test: Encoded) -> dict[str, Any]:
+    """Dev-chosen threshold and accuracies (percent), the test-chosen (oracle) accuracy and the per-class breakdown."""
+    threshold, dev_acc = best_threshold(dev_errors, dev.entailed)
+    _, oracle = best_threshold(test_errors, test.entailed)
+    return {"dev_accuracy": 100 * dev_acc, "test_accuracy": 100 * accuracy_at(test_errors, test.entailed, threshold),
+            "oracle_test_accuracy": 100 * oracle, "threshold": threshold,
+            "per_class": per_class(test_errors <= threshold, test.pairs.labels)}
+
+
+def majority_baseline(train: Encoded, dev: Encoded, test: Encoded) -> dict[str, Any]:
+    """Always the binary class most frequent in train; the oracle figure uses test's own majority."""
+    guess = bool(train.entailed.mean() > 0.5)
+    return {"dev_accuracy": 100 * float(np.mean(dev.entailed == guess)),
+            "test_accuracy": 100 * float(np.mean(test.entailed == guess)),
+            "oracle_test_accuracy": 100 * max(float(test.entailed.mean()), 1 - float(test.entailed.mean())),
+            "threshold": None, "per_class": per_class(np.full(len(test.entailed), guess), test.pairs.labels)}
+
+
+def word_overlap(pairs: Pairs) -> np.ndarray:
+    """Fraction of each hypothesis' tokens that occur in its premise (1 for an empty hypothesis)."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    for k, (p, h) in enumerate(zip(pairs.premises, pairs.hypotheses)):
+        words, hyp = set(p.split()), h.split()
+        out[k] = sum(w in words for w in hyp) / len(hyp) if hyp else 1.0
+    return out
+
+
+def overlap_baseline(dev: Encoded, test: Encoded) -> dict[str, Any]:
+    """Entailed iff the word overlap is at least a threshold chosen on dev (reported as that overlap)."""
+    result = threshold_results(-word_overlap(dev.pairs), dev, -word_overlap(test.pairs), test)
+    result["threshold"] = -result["threshold"]
+    return result
+
+
+@dataclass
+class TrainedVariant:
+    """One trained variant: its best network on dev, the update it came from, and its results."""
+
+    name: str
+    net: EntailmentModel
+    best_uidx: int
+    updates: int
+    seconds: float
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def save_best(run_dir: Path, trained: dict[str, TrainedVariant], thresholds: dict[str, float]) -> None:
+    """Write the best parameters of every variant so far to ``model.safetensors`` (keys ``<variant>.<name>``)."""
+    tensors = {f"{name}.{k}": v for name, t in trained.items() for k, v in t.net.state_dict().items()}
+    runs.save_tensors(run_dir / runs.BEST, tensors, {"thresholds": thresholds,
+                                                     "best_uidx": {n: t.best_uidx for n, t in trained.items()}})
+
+
+@flush_denormals()  # Adam's moments of words no batch uses decay towards the subnormal range
+def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config: EntailmentConfig,
+                  run_dir: Path | None, saved: dict[str, TrainedVariant], thresholds: dict[str, float],
+                  device: torch.device, progress: bool = True) -> TrainedVariant:
+    """Train one variant (``order`` or ``symmetric``) and keep its parameters of best dev accuracy.
+
+    Every ``validFreq`` updates (and after the last) the dev threshold and accuracy are
+    computed; a new best is written to the run folder with the variants ``saved`` before it.
+    """
+    cfg = config
+    train, dev = data["train"], data["dev"]
+    n_batches = len(train.entailed) // cfg.batch_size  # the last partial batch is dropped, as the original did
+    if n_batches == 0:
+        raise ValueError(f"{len(train.entailed)} training pairs do not fill one batch of {cfg.batch_size}")
+    seed = int(np.random.SeedSequence([cfg.seed, list(METHODS).index(name)]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = EntailmentModel(EntailmentModelConfig(vocab.size, cfg.dim_word, cfg.dim, METHODS[name])).to(device)
+    best_net = EntailmentModel(net.config).to(device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg.optimizer, [{"params": params, "lr": cfg.lrate}], cfg.lrate)
+    targets = torch.from_numpy(train.entailed)
+    start = time.time()
+    state = {"uidx": 0, "epoch": 0, "examples": 0, "best": -1.0, "best_uidx": 0}
+
+    def log(record: dict[str, Any]) -> None:
+        if run_dir is not None:
+            runs.append_metrics(run_dir, {**record, "model": name, "uidx": state["uidx"], "epoch": state["epoch"],
+                                          "examples": state["examples"], "time": time.time() - start})
+
+    def validate() -> float:
+        threshold, acc = best_threshold(split_errors(net, vocab, dev.pairs), dev.entailed)
+        net.train()
+        is_best = acc > state["best"]
+        if is_best:
+            state.update(best=acc, best_uidx=state["uidx"])
+            best_net.load_state_dict(net.state_dict())
+            thresholds[name] = threshold
+            if run_dir is not None:
+                save_best(run_dir, {**saved, name: TrainedVariant(name, best_net, state["uidx"], 0, 0.0)}, thresholds)
+        log({"event": "valid", "dev_accuracy": 100 * acc, "threshold": threshold, "best": is_best})
+        return acc
+
+    bar = tqdm(total=cfg.max_epochs * n_batches, desc=name, unit="batch", disable=not progress, leave=False)
+    net.train()
+    last_valid = -1
+    loss_sum = loss_n = 0.0
+    for epoch in range(1, cfg.max_epochs + 1):
+        state["epoch"] = epoch
+        order = rng.permutation(len(train.entailed))
+        for b in range(n_batches):
+            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            tokens, lengths = pad_batch([train.premises[i] for i in rows] + [train.hypotheses[i] for i in rows])
+            v = net.encode_text(tokens.to(device), lengths)
+            errors = net.errors(v[:len(rows)], v[len(rows):])
+            loss = entailment_loss(errors, targets[rows].to(device), cfg.margin)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{name} model: the loss became {loss.item()} at update {state['uidx'] + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(params, cfg.grad_clip, "global")
+            optimizer.step()
+            state["uidx"] += 1
+            state["examples"] += len(rows)
+            loss_sum += loss.item()
+            loss_n += 1
+            if state["uidx"] % cfg.dispFreq == 0:
+                log({"event": "train", "loss": loss_sum / loss_n})
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", best=f"{100 * max(state['best'], 0):.1f}")
+                loss_sum = loss_n = 0.0
+            if state["uidx"] % cfg.validFreq == 0:
+                validate()
+                last_valid = state["uidx"]
+            bar.update()
+    if last_valid != state["uidx"]:
+        validate()
+    bar.close()
+    best_net.eval()
+    return TrainedVariant(name, best_net, state["best_uidx"], state["uidx"], time.time() - start)
+
+
+def check_new_run(run_dir: Path) -> None:
+    """Refuse a folder that already holds a run."""
+    if (Path(run_dir) / runs.CONFIG).exists():
+        raise RunExistsError(f"{run_dir} already holds a run; choose another --name or --save_dir")
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create the folder of a new run (refusing one that holds a run)."""
+    check_new_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.METRICS).unlink(missing_ok=True)
+    return run_dir
+
+
+def run_experiment(data: dict[str, Pairs], config: EntailmentConfig, run_dir: str | Path | None, source: str,
+                   variants: tuple[str, ...] = ("order", "symmetric"), device: str | torch.device | None = None,
+                   progress: bool = True, started: float | None = None) -> dict[str, Any]:
+    """Train the variants, run the baselines and return the results (accuracies in percent).
+
+    With ``run_dir`` (created by :func:`prepare_run_dir` or new), it receives ``config.json``
+    (``kind: entailment``), ``vocab.json``, ``metrics.jsonl``, ``model.safetensors`` and ``results.json``.
+    """
+    start = time.time() if started is None else started
+    device = torch.device(device or "cpu")
+    unknown = [v for v in variants if v not in METHODS]
+    if unknown or not variants:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(METHODS)}")
+    vocab = build_vocabulary(data, config)
+    encoded = {split: encode_split(data[split], vocab) for split in SPLITS}
+    counts = {split: len(data[split]) for split in SPLITS}
+    counts["dropped"] = sum(data[split].dropped for split in SPLITS)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        vocab.save(run_dir / runs.VOCAB)
+        runs.save_json(run_dir / runs.CONFIG, {
+            "kind": "entailment",
+            "model": {"n_words": vocab.size, "dim_word": config.dim_word, "dim": config.dim,
+                      "methods": {v: METHODS[v] for v in variants}},
+            "train": {v: asdict(config) for v in variants},
+            "data": {"source": source, "pairs": counts, **{f"{s}_file": data[s].source for s in SPLITS}},
+        })
+    models: dict[str, Any] = {}
+    trained: dict[str, TrainedVariant] = {}
+    thresholds: dict[str, float] = {}
+    for name in variants:
+        t = train_variant(name, encoded, vocab, config, run_dir, trained, thresholds, device, progress)
+        trained[name] = t
+        dev_e = split_errors(t.net, vocab, data["dev"])
+        test_e = split_errors(t.net, vocab, data["test"])
+        t.results = threshold_results(dev_e, encoded["dev"], test_e, encoded["test"])
+        models[name] = {**t.results, "best_uidx": t.best_uidx, "updates": t.updates, "seconds": t.seconds}
+    models["majority"] = majority_baseline(encoded["train"], encoded["dev"], encoded["test"])
+    models["word_overlap"] = overlap_baseline(encoded["dev"], encoded["test"])
+    results = {"data": source, "pairs": counts, "seconds": time.time() - start, "models": models}
+    if run_dir is not None:
+        runs.save_json(run_dir / RESULTS, results)
+    return results
+
+
+#: The keys of each model in the ``--json`` object.
+JSON_KEYS = ("dev_accuracy", "test_accuracy", "oracle_test_accuracy", "threshold")
+
+
+def json_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The ``--json`` object: data, pair counts, seconds and each model's four figures."""
+    return {"data": results["data"], "pairs": results["pairs"], "seconds": results["seconds"],
+            "models": {name: {k: m[k] for k in JSON_KEYS} for name, m in results["models"].items()}}
+
+
+def write_json(results: dict[str, Any], path: str | Path) -> None:
+    """Write :func:`json_summary` of the results, atomically."""
+    runs.atomic_write(path, (json.dumps(json_summary(results), indent=2) + "\n").encode())
+
+
+def _cell(x: float | None) -> str:
+    return f"{x:>8.2f}" if x is not None and math.isfinite(x) else f"{'-':>8}"
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The results as a table: dev, test (dev threshold) and oracle test accuracy, then test accuracy by gold class."""
+    p = results["pairs"]
+    lines = [f"{results['data']}: {p['train']} train, {p['dev']} dev, {p['test']} test pairs "
+             f"({p['dropped']} without a gold label dropped); {results['seconds']:.0f} s",
+             f"{'method':<38} {'dev %':>8} {'test %':>8} {'oracle %':>8} | {'entail':>8} {'neutral':>8} {'contra':>8}"]
+    for key, label in TABLE_ROWS:
+        if key in results["models"]:
+            m = results["models"][key]
+            c = m["per_class"]
+            lines.append(f"{label:<38} {_cell(m['dev_accuracy'])} {_cell(m['test_accuracy'])} "
+                         f"{_cell(m['oracle_test_accuracy'])} | {_cell(c['entailment'])} {_cell(c['neutral'])} "
+                         f"{_cell(c['contradiction'])}")
+    lines.append("test %: at the threshold chosen on dev; oracle %: at the threshold chosen on test itself (the "
+                 "original script's figure, an upper bound); entail/neutral/contra: test % right within each gold class")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The entailment model: the core's sentence encoder on both sentences of a pair, an error, and the hinge loss.
+
+The order model takes the absolute value of the final GRU state as a sentence's vector
+(no L2 normalisation, as the original's entailment branch) and scores a pair by the
+order violation ``E(premise, hypothesis) = sum_i max(0, hypothesis_i - premise_i)^2``:
+the hypothesis, the more general sentence, should lie below its premise in every
+coordinate. The symmetric variant L2-normalises the state and uses the cosine
+baseline's error ``-(premise . hypothesis)``, the same for both directions.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..measures import measure
+from ..model import SentenceEncoder, l2norm
+
+#: The trained variants and the measure each uses (names of :data:`order_embedding.measures.MEASURES`).
+METHODS = {"order": "order", "symmetric": "cosine"}
+
+
+@dataclass
+class EntailmentModelConfig:
+    """Architecture of one variant: vocabulary size, word and sentence dimensions, measure."""
+
+    n_words: int
+    dim_word: int = 300
+    dim: int = 1024
+    method: str = "order"
+
+    def __post_init__(self) -> None:
+        measure(self.method)
+        for name in ("n_words", "dim_word", "dim"):
+            if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntailmentModelConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+class EntailmentModel(nn.Module):
+    """Sentence vectors from the core's :class:`~order_embedding.model.SentenceEncoder`, and pair errors."""
+
+    def __init__(self, config: EntailmentModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.text = SentenceEncoder(config.n_words, config.dim_word, config.dim)
+
+    def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Sentence vectors from padded token ids and lengths (end-of-sentence counted)."""
+        h = self.text(tokens, lengths)
+        return h.abs() if self.config.method == "order" else l2norm(h)
+
+    def errors(self, premises: torch.Tensor, hypotheses: torch.Tensor) -> torch.Tensor:
+        """Error of each aligned (premise, hypothesis) row pair; low means "entailed"."""
+        return pair_errors(premises, hypotheses, self.config.method)
+
+
+def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, method: str) -> torch.Tensor:
+    """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one."""
+    return measure(method).paired(hypotheses, premises)
+
+
+def entailment_loss(errors: torch.Tensor, entailed: torch.Tensor, margin: float) -> torch.Tensor:
+    """``sum(y * E + (1 - y) * max(0, margin - E))`` over the batch, ``y`` 1 for entailed pairs."""
+    y = entailed.to(errors.dtype)
+    return (y * errors + (1 - y) * (margin - errors).clamp(min=0)).sum()
