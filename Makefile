@@ -1,5 +1,6 @@
 # Two entry points: `make demo` (the main job) and `make test`. Each creates the
-# virtual environment on first use.
+# virtual environment on first use and installs the Debian packages the tests use when
+# they are missing and the user is root (scripts/system-packages.sh).
 PYTHON ?= python3
 VENV ?= .venv
 # The PyTorch build to install first. The default pair is what torchvision needs;
@@ -9,7 +10,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= vision,serve,faiss,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env clean
+.PHONY: demo test env system-packages clean
 
 env: $(STAMP)
 
@@ -19,10 +20,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -e '.[$(EXTRAS)]'
 	touch $@
 
-demo: $(STAMP)
+system-packages:
+	sh scripts/system-packages.sh
+
+demo: $(STAMP) system-packages
 	$(VENV)/bin/order-embedding demo
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(VENV)/bin/python -m pytest
 
 clean:

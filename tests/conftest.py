@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny learnable dataset in the original layout."""
+"""Shared fixtures: a tiny learnable dataset in the original layout; skips for missing system packages."""
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +42,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: Debian packages some tests need, each with the file of it that the tests use.
+SYSTEM_PACKAGES = {
+    "chromium": Path("/usr/bin/chromium"),
+    "chromium-driver": Path("/usr/bin/chromedriver"),
+    "wordnet-base": Path("/usr/share/wordnet/data.noun"),
+}
+_missing_seen: set[str] = set()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "system_packages(*names): needs these Debian packages; skipped without them")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    marker = item.get_closest_marker("system_packages")
+    if marker is None:
+        return
+    missing = [name for name in marker.args if not SYSTEM_PACKAGES[name].exists()]
+    if missing:
+        _missing_seen.update(missing)
+        pytest.skip(f"needs the Debian package(s) {' '.join(missing)}: apt-get install {' '.join(missing)}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _missing_seen:
+        names = " ".join(sorted(_missing_seen))
+        terminalreporter.write_line(f"skipped the tests that need the missing Debian package(s) {names} "
+                                    f"(as root: apt-get install {names}, or make test)")

@@ -49,7 +49,7 @@ def one_step(net: torch.nn.Module, forward, sentences, features, total: int):
     loss = contrastive_loss(s, im, "order", 0.05)
     loss.backward()
     grads = {f"grad.{n}": p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
-    clip_gradients(params, 2.0)
+    clip_gradients(net, 2.0)
     optimizer.step()
     return {"loss": loss.detach().reshape(1), **grads, **{f"param.{n}": p.detach().clone() for n, p in net.named_parameters()}}
 

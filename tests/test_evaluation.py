@@ -78,3 +78,48 @@ def test_blockwise_equals_whole():
     np.testing.assert_array_equal(lists["t2i"]["top"], np.argsort(E, 1, kind="stable")[:, :3])
     np.testing.assert_array_equal(lists["i2t"]["top"], np.argsort(E.T, 1, kind="stable")[:, :3])
     np.testing.assert_array_equal(lists["i2t"]["ranks"], ref_i2t(E, c2i))
+
+
+def test_nan_is_never_a_hit():
+    nan = np.nan
+    # 3 images, 1 caption each (caption a belongs to image a)
+    E = np.array([[nan, 0.2, 0.3],    # own error NaN: no rank inside 0..2 -> rank 3 (after everything)
+                  [nan, 0.5, 0.1],    # a NaN elsewhere sorts last: own 0.5 is after 0.1 only -> rank 1
+                  [nan, nan, nan]])   # everything NaN: still not a hit
+    c2i = np.arange(3)
+    np.testing.assert_array_equal(ev.ranks_t2i(E, c2i), [3, 1, 3])
+    # R@5 and R@10 reach past the 3 images: every finite rank is a hit there, the NaN ones are not
+    assert ev.t2i(E, c2i)[:3] == (0.0, pytest.approx(100 / 3), pytest.approx(100 / 3))
+    assert ev.i2t(E, c2i)[:3] == (0.0, pytest.approx(100 / 3), pytest.approx(100 / 3))
+    assert ev.recall_metrics(np.array([0, 3]), 3)["R@10"] == 50.0 and ev.recall_metrics(np.array([0, 2]), 3)["R@10"] == 100.0
+    # image columns: image 0 [nan, nan, nan] -> its caption 0 is NaN -> rank 3 (after every caption)
+    # image 1 [0.2, 0.5, nan] -> own caption 1 after caption 0 -> rank 1; image 2 [0.3, 0.1, nan] -> rank 3
+    np.testing.assert_array_equal(ev.ranks_i2t(E, c2i), [3, 1, 3])
+
+
+def test_nan_own_captions_in_image_to_text():
+    nan = np.nan
+    # image 0 has captions 0 and 1; caption 0's error is NaN, caption 1's is finite: the finite one counts
+    E = np.array([[nan, 0.0],
+                  [0.4, 0.1],
+                  [0.3, 0.2],
+                  [nan, 0.9]])
+    c2i = np.array([0, 0, 1, 1])
+    # column 0: [nan, 0.4, 0.3, nan] -> sorted 2, 1, then NaNs -> own caption 1 at rank 1
+    # column 1: [0.0, 0.1, 0.2, 0.9] -> own captions 2, 3 at ranks 2, 3 -> best 2
+    np.testing.assert_array_equal(ev.ranks_i2t(E, c2i), [1, 2])
+    np.testing.assert_array_equal(ev.ranks_t2i(E, c2i), [2, 1, 0, 0])  # caption 3: the NaN image sorts last
+    lists = ev.retrieval_lists(np.zeros((2, 1)), np.zeros((2, 1)), np.arange(2), "order", k=2)
+    assert lists["t2i"]["ranks"].tolist() == [0, 1]  # finite ties as before
+
+
+def test_nan_in_retrieval_lists_and_embedding_metrics():
+    # cosine errors -(s . im): caption 0 is NaN, so its whole row is NaN
+    s = np.array([[np.nan, 0.0], [1.0, 0.0]], dtype=np.float32)
+    im = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)  # E = [[nan, nan], [-1, 0]]
+    lists = ev.retrieval_lists(s, im, np.arange(2), "cosine", k=2)
+    assert lists["t2i"]["ranks"].tolist() == [2, 1]
+    assert lists["i2t"]["ranks"].tolist() == [2, 0]  # image 1: the NaN caption sorts after its own
+    assert lists["i2t"]["top"].tolist() == [[1, 0], [1, 0]]  # NaN last in the top-k lists too
+    m = ev.evaluate_embeddings(s, im, np.arange(2), "cosine")
+    assert m["t2i"]["R@10"] == 50.0 and m["i2t"]["R@1"] == 50.0 and m["i2t"]["R@10"] == 50.0

@@ -210,9 +210,9 @@ def test_cli_reports_a_file_in_the_wrong_format(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.system_packages("wordnet-base")
 def test_cli_on_the_mammal_subtree(tmp_path: Path, capsys) -> None:
     """The fast real-data check: WordNet 3.0 below mammal.n.01 (1,180 synsets, 6,542 closure edges)."""
-    assert (WORDNET / "data.noun").exists(), "WordNet 3.0 is required: apt-get install wordnet-base"
     out, js = tmp_path / "run", tmp_path / "r.json"
     rc = main(["hypernym", "--root", "mammal.n.01", "--dev-size", "500", "--test-size", "500", "--epochs", "30",
                "--batch-size", "100", "--valid-every", "50", "--seed", "0", "--out", str(out), "--json", str(js),

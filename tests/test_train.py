@@ -33,8 +33,9 @@ def test_run_folder_and_learning(tiny_data, tmp_path):
     assert s.shape == (2, 12) and (s >= 0).all() and np.allclose(np.linalg.norm(s, axis=1), 1, atol=1e-5)
 
 
-def test_resume_equals_uninterrupted(tiny_data, tmp_path):
-    opts = dict(data=str(tiny_data), seed=7, **TINY_MODEL)
+@pytest.mark.parametrize("optimizer", ["adam_original", "adam"])
+def test_resume_equals_uninterrupted(tiny_data, tmp_path, optimizer):
+    opts = dict(data=str(tiny_data), seed=7, optimizer=optimizer, lr_update=2, **TINY_MODEL)
     whole = train.trainer("symmetric", name="whole", save_dir=str(tmp_path), max_epochs=3, **opts)
     train.trainer("symmetric", name="part", save_dir=str(tmp_path), max_epochs=1, **opts)
     part = train.trainer("symmetric", name="part", save_dir=str(tmp_path), max_epochs=3, resume=True, **opts)
@@ -68,12 +69,12 @@ def test_per_tensor_clipping_matches_formula():
     b = torch.nn.Parameter(torch.zeros(2))
     a.grad = torch.tensor([3.0, 4.0, 0.0])  # norm 5 -> rescaled to 2
     b.grad = torch.tensor([0.6, 0.8])  # norm 1 -> unchanged
-    optim.clip_gradients([a, b], 2.0, "tensor")
+    optim.clip_gradients(torch.nn.ParameterList([a, b]), 2.0, "tensor")
     torch.testing.assert_close(a.grad, torch.tensor([1.2, 1.6, 0.0]))
     torch.testing.assert_close(b.grad, torch.tensor([0.6, 0.8]))
     a.grad = torch.tensor([3.0, 4.0, 0.0])
     b.grad = torch.tensor([0.0, 0.0])
-    optim.clip_gradients([a, b], 1.0, "global")  # global norm 5 -> everything scaled by 1/5
+    optim.clip_gradients(torch.nn.ParameterList([a, b]), 1.0, "global")  # global norm 5 -> everything scaled by 1/5
     torch.testing.assert_close(a.grad, torch.tensor([0.6, 0.8, 0.0]))
 
 

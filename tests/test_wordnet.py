@@ -216,10 +216,10 @@ def test_malformed_index(tiny: Path) -> None:
 
 @pytest.fixture(scope="module")
 def wordnet():
-    assert (WORDNET / "data.noun").exists(), "WordNet 3.0 is required: apt-get install wordnet-base"
     return read_wordnet(WORDNET)
 
 
+@pytest.mark.system_packages("wordnet-base")
 def test_wordnet_30_counts(wordnet) -> None:
     # Published sizes of WordNet 3.0's noun hierarchy (reference section 7).
     assert wordnet.n_nodes == 82115
@@ -227,6 +227,7 @@ def test_wordnet_30_counts(wordnet) -> None:
     assert len(transitive_closure(wordnet.edges, wordnet.n_nodes)) == 743241
 
 
+@pytest.mark.system_packages("wordnet-base")
 def test_wordnet_30_names_and_offsets(wordnet) -> None:
     # Offsets of well-known synsets in WordNet 3.0 (as NLTK reports them).
     assert wordnet.offsets[wordnet.node("entity.n.01")] == 1740

@@ -1,7 +1,9 @@
 """Retrieval metrics of the paper: ranks, R@K, median and mean rank, COCO 1K folds and 5K.
 
 Ranks are 0-based positions in the ascending order of errors; ties are broken by
-index (the order of a stable sort). For caption -> image (``t2i``) each caption's
+index (the order of a stable sort). A NaN error is never a hit: a NaN among the others
+sorts after every number (as NumPy's sort puts it), and a query whose own error is NaN
+gets rank ``n`` (the number of items ranked), past every position, so it counts in no R@K. For caption -> image (``t2i``) each caption's
 rank is that of its own image; for image -> caption (``i2t``) an image's rank is
 the best rank among its own captions.
 """
@@ -52,7 +54,7 @@ def _stable_rank(values: np.ndarray, target: np.ndarray, position: np.ndarray, a
     else:
         smaller = (values < target[None, :]).sum(0)
         tied_before = ((values == target[None, :]) & (index[:, None] < position[None, :])).sum(0)
-    return smaller + tied_before
+    return np.where(np.isnan(target), values.shape[axis], smaller + tied_before)
 
 
 def ranks_t2i(errors: np.ndarray, cap2img: np.ndarray | None = None) -> np.ndarray:
@@ -85,15 +87,20 @@ def _ranks_i2t(errors: np.ndarray, cap2img: np.ndarray, first_image: int) -> np.
     return _stable_rank(errors[:, local[best]], errors[best, local[best]], best, axis=0)
 
 
-def recall_metrics(ranks: np.ndarray) -> Metrics:
-    """R@1, R@5, R@10 (percent), median rank and mean rank (1-based) of 0-based ranks."""
+def recall_metrics(ranks: np.ndarray, n_ranked: int | None = None) -> Metrics:
+    """R@1, R@5, R@10 (percent), median rank and mean rank (1-based) of 0-based ranks.
+
+    ``n_ranked`` is the number of items each query ranked; given, a rank of ``n_ranked`` or
+    more (a NaN own error) is a miss even for a K beyond the number of items.
+    """
     ranks = np.asarray(ranks)
     if ranks.size == 0:
         raise ValueError("no queries to evaluate")
+    limit = np.inf if n_ranked is None else n_ranked
     return {
-        "R@1": 100.0 * float(np.mean(ranks < 1)),
-        "R@5": 100.0 * float(np.mean(ranks < 5)),
-        "R@10": 100.0 * float(np.mean(ranks < 10)),
+        "R@1": 100.0 * float(np.mean(ranks < min(1, limit))),
+        "R@5": 100.0 * float(np.mean(ranks < min(5, limit))),
+        "R@10": 100.0 * float(np.mean(ranks < min(10, limit))),
         "medr": float(np.floor(np.median(ranks)) + 1),
         "meanr": float(np.mean(ranks) + 1),
     }
@@ -105,12 +112,12 @@ def _as_tuple(m: Metrics) -> tuple[float, float, float, float, float]:
 
 def t2i(errors: np.ndarray, cap2img: np.ndarray | None = None) -> tuple[float, float, float, float, float]:
     """Text-to-image ``(R@1, R@5, R@10, median rank, mean rank)`` of a captions x images error matrix."""
-    return _as_tuple(recall_metrics(ranks_t2i(errors, cap2img)))
+    return _as_tuple(recall_metrics(ranks_t2i(errors, cap2img), np.shape(errors)[1]))
 
 
 def i2t(errors: np.ndarray, cap2img: np.ndarray | None = None) -> tuple[float, float, float, float, float]:
     """Image-to-text ``(R@1, R@5, R@10, median rank, mean rank)`` of a captions x images error matrix."""
-    return _as_tuple(recall_metrics(ranks_i2t(errors, cap2img)))
+    return _as_tuple(recall_metrics(ranks_i2t(errors, cap2img), np.shape(errors)[0]))
 
 
 def embedding_ranks(
@@ -136,7 +143,7 @@ def embedding_ranks(
 def evaluate_embeddings(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str) -> dict[str, Metrics]:
     """Both directions' metrics from caption and image embeddings under a measure name."""
     r_t2i, r_i2t = embedding_ranks(s, im, cap2img, measure(method).errors)
-    return {"t2i": recall_metrics(r_t2i), "i2t": recall_metrics(r_i2t)}
+    return {"t2i": recall_metrics(r_t2i, len(im)), "i2t": recall_metrics(r_i2t, len(s))}
 
 
 def evaluate_split(model, split, verbose: bool = False) -> dict[str, Metrics]:

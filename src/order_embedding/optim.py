@@ -70,18 +70,50 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.
     raise ValueError(f"optimizer {name!r} is not supported (only 'adam' or 'adam_original')")
 
 
-def clip_gradients(parameters: list[torch.nn.Parameter], grad_clip: float, mode: str = "tensor") -> None:
-    """Rescale gradients: each tensor to norm ``grad_clip`` at most (the original), or by one global norm."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if grad_clip <= 0 or not grads:
+def scheduled_lr(lr: float, lr_update: int | None, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch``: VSE++'s schedule, ``lr`` divided by 10 every
+    ``lr_update`` epochs (``lr * 0.1 ** (epoch // lr_update)``); ``None`` keeps ``lr`` (the original)."""
+    return lr if lr_update is None else lr * 0.1 ** (epoch // lr_update)
+
+
+def clip_pieces(net: torch.nn.Module) -> list[torch.Tensor]:
+    """The gradient tensors that per-tensor clipping rescales one by one, as views into ``.grad``.
+
+    Every trainable parameter's gradient is one piece, except that each ``nn.GRU``'s fused
+    tensors (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``) split into the gate rows
+    (reset and update, the original's ``encoder_W``, ``encoder_U``, ``encoder_b``) and the
+    candidate rows (``encoder_Wx``, ``encoder_Ux``, ``encoder_bx``). Call after ``backward``.
+    """
+    pieces: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for module in net.modules():
+        split = 2 * module.hidden_size if isinstance(module, torch.nn.GRU) else None
+        for p in module.parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad or p.grad is None:
+                continue
+            seen.add(id(p))
+            pieces += [p.grad] if split is None else [p.grad[:split], p.grad[split:]]
+    return pieces
+
+
+def clip_gradients(net: torch.nn.Module, grad_clip: float, mode: str = "tensor") -> None:
+    """Rescale gradients after ``backward``: the original's per-tensor rule, or one global norm.
+
+    ``tensor``: each piece of :func:`clip_pieces` whose squared L2 norm exceeds
+    ``grad_clip**2`` is rescaled to norm ``grad_clip`` (the original's ``maxnorm``).
+    ``global``: all gradients together, by their joint norm. ``grad_clip <= 0`` clips nothing.
+    """
+    if grad_clip <= 0:
         return
     if mode == "global":
-        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], grad_clip)
         return
-    for g in grads:
-        norm = g.norm()
-        if norm > grad_clip:
-            g.mul_(grad_clip / norm)
+    if mode != "tensor":
+        raise ValueError(f"clip_mode must be 'tensor' or 'global', not {mode!r}")
+    with torch.no_grad():
+        for g in clip_pieces(net):
+            squared = (g * g).sum()
+            g.mul_(torch.where(squared > grad_clip**2, grad_clip / squared.sqrt(), 1.0))
 
 
 def flushing_denormals() -> bool:

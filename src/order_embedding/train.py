@@ -32,7 +32,7 @@ from .inference import (
 )
 from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
-from .optim import clip_gradients, flush_denormals, make_optimizer
+from .optim import clip_gradients, flush_denormals, make_optimizer, scheduled_lr
 from .options import NOT_RECORDED, changed_on_resume, make_options
 from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
@@ -214,7 +214,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     if opt["load_from"] and not resuming:
         net.load_state_dict(load_model(opt["load_from"], device="cpu").net.state_dict())
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
-    params = [p for g in groups for p in g["params"]]
+    base_lrs = [g["lr"] for g in groups]
     forward = torch.nn.parallel.DistributedDataParallel(net) if dist.world_size > 1 else net
     optimizer = make_optimizer(opt["optimizer"], groups, opt["lrate"])
     recorded = {k: v for k, v in opt.items() if k not in NOT_RECORDED}
@@ -274,6 +274,8 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     last_validated = state.uidx if resuming else -1
     while state.epoch < opt["max_epochs"]:
         state.rng = rng.bit_generator.state  # the epoch's draw is replayed on resume
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = scheduled_lr(lr, opt["lr_update"], state.epoch)
         batches = list(epoch_batches(train.cap2img, train.n_images, opt["batch_size"], rng))
         bar = tqdm(batches[state.batch:], desc=f"epoch {state.epoch}", unit="batch", disable=not verbose,
                    total=len(batches), initial=state.batch, leave=False)
@@ -291,7 +293,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
                                     f"the last good checkpoint is in {run_dir}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(params, opt["grad_clip"], opt["clip_mode"])
+            clip_gradients(net, opt["grad_clip"], opt["clip_mode"])
             optimizer.step()
             state.uidx += 1
             state.batch += 1

@@ -1,0 +1,85 @@
+"""The full demo over several seeds: each seed's table, the spread of every figure, and how much the dev
+score moves between consecutive validations (before and after the learning-rate drop).
+
+Each seed generates its own shapes world and trains both models from scratch in
+``OUT/seed{k}`` (a seed whose runs are already there is only evaluated again). Prints,
+per seed, the demo's table and its wall time; then, per model, the minimum, maximum and
+spread (max - min) over the seeds of each R@K, median and mean rank, the hierarchy check
+and precision@10; then, per model and seed, the largest change of the dev selection score
+(text-to-image R@1 + R@5 + R@10) between consecutive validations in the epochs before
+``lr_update`` and in those after it; and the CPU model.
+
+Usage: python benchmarks/bench_demo_seeds.py [--out /tmp/demo-seeds] [--seeds 0 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from order_embedding import runs
+from order_embedding.demo import FULL, format_demo, run_demo
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def figures(result: dict) -> dict[str, float]:
+    """The demo's figures of one model as flat ``name: value`` pairs."""
+    out = {f"{d} {k}": v for d in ("i2t", "t2i") for k, v in result[d].items()}
+    out["hierarchy"] = result["hierarchy_accuracy"]
+    for k, v in result.get("precision_at_10", {}).items():
+        out[f"P@10 {k}"] = v
+    return out
+
+
+def dev_swings(run_dir: Path, lr_update: int | None) -> tuple[float, float]:
+    """Largest |change| of the dev score between consecutive validations, before and after the drop."""
+    valid = [r for r in runs.read_metrics(run_dir) if r["event"] == "valid"]
+    before, after = [], []
+    for a, b in zip(valid, valid[1:]):
+        late = lr_update is not None and a["epoch"] >= lr_update
+        (after if late else before).append(abs(b["score"] - a["score"]))
+    return max(before, default=float("nan")), max(after, default=float("nan"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("/tmp/demo-seeds"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args()
+    results = {}
+    for seed in args.seeds:
+        start = time.time()
+        results[seed] = run_demo(args.out / f"seed{seed}", seed=seed, verbose=False)
+        (args.out / f"seed{seed}.json").write_text(json.dumps(results[seed], indent=2))
+        print(f"== seed {seed} ({time.time() - start:.0f} s)\n{format_demo(results[seed])}\n", flush=True)
+
+    print(f"spread over seeds {args.seeds} (min .. max, spread = max - min)")
+    for model in ("order", "symmetric"):
+        table = [figures(results[s][model]) for s in args.seeds]
+        print(f"  {model}")
+        for name in table[0]:
+            values = np.array([t[name] for t in table])
+            print(f"    {name:<16} {values.min():7.1f} .. {values.max():7.1f}   spread {np.ptp(values):5.1f}")
+    print(f"largest change of the dev score between consecutive validations (epochs < {FULL['lr_update']} | after)")
+    for seed in args.seeds:
+        for model in ("order", "symmetric"):
+            before, after = dev_swings(Path(results[seed][model]["run_dir"]), FULL["lr_update"])
+            print(f"  seed {seed} {model:<10} {before:5.1f} | {after:5.1f}")
+    print(f"CPU: {cpu_model()}")
+
+
+if __name__ == "__main__":
+    main()
