@@ -158,7 +158,7 @@ class RunStore:
         train = self.config(run_id).get("train")
         try:
             data_dir, cnn, root = split_source(train if isinstance(train, dict) else {}, self.data_dir,
-                                               image_root=self.image_root)
+                                               image_root=self.image_root, run_dir=self.run_dir(run_id))
         except ValueError as e:  # no data set recorded, or not found
             raise Unavailable(f"run {run_id!r}: {e}") from None
         return (str(data_dir.resolve()), name, root, cnn), data_dir, cnn, root
