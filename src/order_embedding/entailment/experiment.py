@@ -245,7 +245,7 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
                 raise TrainingError(f"{name} model: the loss became {loss.item()} at update {state['uidx'] + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(params, cfg.grad_clip, "global")
+            clip_gradients(net, cfg.grad_clip, "global")
             optimizer.step()
             state["uidx"] += 1
             state["examples"] += len(rows)
