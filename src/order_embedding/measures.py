@@ -73,12 +73,19 @@ def cosine_paired(s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
     return -(s * im).sum(-1)
 
 
+def cosine_distance(s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``1 - cos(s[a], im[a])`` of aligned rows of any length (differentiable)."""
+    return 1.0 - torch.nn.functional.cosine_similarity(s, im, dim=-1, eps=1e-8)
+
+
 @dataclass(frozen=True)
 class Measure:
     """One of the paper's measures, everything that depends on it in one place.
 
     ``errors(s, im)``: the captions x images error matrix (NumPy or torch);
-    ``paired(s, im)``: row-wise errors of aligned torch rows; ``topk(s, im, k)``: each
+    ``paired(s, im)``: row-wise errors of aligned torch rows of unit vectors; ``distance(s, im)``: the
+    row-wise error as a non-negative distance for vectors of any length, 0 when ``s`` is above ``im``
+    (order) or points the same way (cosine); ``topk(s, im, k)``: each
     query's ``k`` smallest errors and their image indices, streaming ``im`` in blocks;
     ``label``: the paper's name for the model that uses it.
     """
@@ -87,13 +94,14 @@ class Measure:
     label: str
     errors: Callable[[Array, Array], Array]
     paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     topk: Callable[[np.ndarray, object, int], tuple[np.ndarray, np.ndarray]]
 
 
 #: The measures by the name that configs and run folders record (``method``).
 MEASURES: dict[str, Measure] = {
-    "order": Measure("order", "order", order_errors, order_violation, order_topk),
-    "cosine": Measure("cosine", "symmetric", cosine_errors, cosine_paired, cosine_topk),
+    "order": Measure("order", "order", order_errors, order_violation, order_violation, order_topk),
+    "cosine": Measure("cosine", "symmetric", cosine_errors, cosine_paired, cosine_distance, cosine_topk),
 }
 
 
@@ -103,6 +111,14 @@ def measure(name: str) -> Measure:
         return MEASURES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown measure {name!r}; choose one of {sorted(MEASURES)}") from None
+
+
+def measure_labelled(label: str) -> Measure:
+    """The measure of the model the paper calls ``label`` (``order`` or ``symmetric``)."""
+    found = [m for m in MEASURES.values() if m.label == label]
+    if not found:
+        raise ValueError(f"unknown measure {label!r}; choose one of {sorted(m.label for m in MEASURES.values())}")
+    return found[0]
 
 
 def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:

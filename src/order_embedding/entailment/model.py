@@ -74,10 +74,9 @@ class EntailmentModel(nn.Module):
 def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, method: str) -> torch.Tensor:
     """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one.
 
-    The cosine measure's ``-cos`` is shifted to the distance ``1 - cos``.
+    The cosine measure's error is its distance ``1 - cos``.
     """
-    errors = measure(method).paired(hypotheses, premises)
-    return 1 + errors if method == "cosine" else errors
+    return measure(method).distance(hypotheses, premises)
 
 
 def entailment_loss(errors: torch.Tensor, entailed: torch.Tensor, margin: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import runs
-from ..measures import order_violation
+from ..measures import measure_labelled
 from ..optim import flush_denormals
 from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
@@ -81,11 +81,7 @@ class TrainedEmbeddings:
 
 def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, measure: str) -> torch.Tensor:
     """Error of each aligned row pair (hyponym, hypernym); low means "is a"."""
-    if measure == "order":
-        return order_violation(hypernyms, hyponyms)
-    if measure == "symmetric":
-        return 1.0 - torch.nn.functional.cosine_similarity(hyponyms, hypernyms, dim=-1, eps=1e-8)
-    raise ValueError(f"unknown measure {measure!r}; choose one of {list(MEASURES)}")
+    return measure_labelled(measure).distance(hypernyms, hyponyms)
 
 
 def hinge_loss(errors: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
