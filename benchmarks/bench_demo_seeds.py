@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 from order_embedding import runs
 from order_embedding.demo import FULL, format_demo, run_demo
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def figures(result: dict) -> dict[str, float]:

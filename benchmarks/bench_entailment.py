@@ -19,17 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 TARGETS = {"quick": 60.0, "full": 600.0}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def run(name: str, extra: list[str]) -> None:

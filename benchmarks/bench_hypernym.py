@@ -19,11 +19,11 @@ import contextlib
 import functools
 import math
 import os
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import cpu_model
 
 from order_embedding.hypernym.experiment import (
     HypernymConfig,
@@ -41,17 +41,6 @@ from order_embedding.hypernym.wordnet import (
     read_wordnet,
 )
 from order_embedding.optim import flush_denormals
-
-
-def cpu_model() -> str:
-    """The CPU's model name, family and model number as /proc/cpuinfo gives them."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def whole_table_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer,

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import torch
+from machine import cpu_model
 
 from order_embedding import runs
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
@@ -61,15 +61,6 @@ def synthetic_workspace(root: Path, n_images: int, seed: int = 0) -> tuple[Path,
     return data, root / "runs"
 
 
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (or the platform's processor string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> str:

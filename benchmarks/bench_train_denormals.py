@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_hypernym import cpu_model
+from machine import cpu_model
 
 from order_embedding import runs, train
 
