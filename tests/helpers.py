@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,3 +32,10 @@ def needs(module: str, extra: str) -> pytest.MarkDecorator:
     """Skip unless ``module`` can be imported; the reason names the package and the extra that installs it."""
     return pytest.mark.skipif(importlib.util.find_spec(module) is None,
                               reason=f"needs the '{module}' package: pip install '.[{extra}]'")
+
+
+#: Real COCO caption text, when the project's shared data folder lies beside the checkout (as in CI).
+REAL_CAPTIONS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_karpathy_test5k_captions.txt"
+
+needs_real_captions = pytest.mark.skipif(not REAL_CAPTIONS.is_file(),
+                                         reason=f"needs the real COCO captions at {REAL_CAPTIONS}")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_CAPTIONS, needs_real_captions
 
 from order_embedding.data import DataError, Split, load_split, resolve_data_dir
 
@@ -462,8 +463,9 @@ def test_chunked_scans_see_every_row(tmp_path, monkeypatch):
         load_split(tmp_path, "train")
 
 
+@needs_real_captions
 def test_real_coco_test_captions_in_precomp_layout(tmp_path):
-    real = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_karpathy_test5k_captions.txt"
+    real = REAL_CAPTIONS
     lines = real.read_text(encoding="utf-8").splitlines()
     (tmp_path / "testall_caps.txt").write_bytes(real.read_bytes())
     feats = _features(len(lines) // 5, d=4)

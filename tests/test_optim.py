@@ -8,6 +8,7 @@ from order_embedding import optim, runs, train
 from order_embedding.loss import contrastive_loss
 from order_embedding.model import ModelConfig, OrderEmbeddingModel
 
+
 def original_tensors(grads: dict[str, np.ndarray], hidden: int) -> dict[str, np.ndarray]:
     """The gradients split by hand into the original's nine tensors (its layout: inputs x outputs)."""
     g = grads

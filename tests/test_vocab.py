@@ -1,11 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
+from helpers import REAL_CAPTIONS, needs_real_captions
 
 from order_embedding.vocab import EOS, UNK, Vocabulary
-
-REAL_CAPTIONS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco_karpathy_test5k_captions.txt"
 
 
 def test_build_orders_by_frequency_then_first_occurrence():
@@ -101,6 +99,7 @@ def test_load_missing_file(tmp_path):
         Vocabulary.load(tmp_path / "nope.json")
 
 
+@needs_real_captions
 def test_real_captions_match_independent_count():
     lines = REAL_CAPTIONS.read_text(encoding="utf-8").splitlines()[:2000]
     v = Vocabulary.build(lines, n_words=500)
