@@ -12,10 +12,9 @@ from wordnet_files import TINY, write_wordnet
 
 from order_embedding import runs
 from order_embedding.cli import main
+from order_embedding.evaluation import accuracy_at, best_threshold
 from order_embedding.hypernym.experiment import (
     HypernymConfig,
-    accuracy_at,
-    best_threshold,
     closure_baseline,
     embedding_errors,
     hinge_loss,

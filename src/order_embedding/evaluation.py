@@ -214,3 +214,36 @@ def retrieval_lists(
         "t2i": {"ranks": np.concatenate(t_ranks), "top": np.concatenate(t_idx), "errors": np.concatenate(t_err)},
         "i2t": {"ranks": np.concatenate(i_ranks), "top": np.concatenate(i_idx), "errors": np.concatenate(i_err)},
     }
+
+
+def best_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold (predict a positive pair, an edge or an entailment, iff error <= threshold) of highest accuracy, and that accuracy.
+
+    Cuts fall between distinct error values, at the midpoint; equal errors always get the
+    same prediction. Among equally accurate cuts the lowest threshold wins.
+    """
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    if not np.isfinite(e).all():
+        raise ValueError("errors contain NaN or infinity")
+    order = np.argsort(e, kind="stable")
+    e, y = e[order], y[order]
+    n_neg = int((~y).sum())
+    correct = np.cumsum(y) + n_neg - np.cumsum(~y)  # cut after index i: first i+1 predicted edges
+    correct = np.where(np.r_[e[1:] != e[:-1], True], correct, -1)
+    i = int(np.argmax(correct))
+    if n_neg >= correct[i]:  # predicting no edge at all is at least as good
+        return float(np.nextafter(e[0], -np.inf)), n_neg / len(e)
+    threshold = e[-1] if i == len(e) - 1 else (e[i] + e[np.searchsorted(e, e[i], side="right")]) / 2
+    return float(threshold), int(correct[i]) / len(e)
+
+
+def accuracy_at(errors: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs classified right when a positive is predicted iff error <= threshold."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    return float(np.mean((e <= threshold) == y))

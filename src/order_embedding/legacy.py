@@ -67,6 +67,7 @@ from .measures import MEASURES
 from .model import ModelConfig
 from .vocab import EOS, UNK, Vocabulary
 
+
 def _bytes_from_text(text: Any, encoding: Any = "latin-1") -> bytes:
     """What ``_codecs.encode`` does in a pickle that Python 3 wrote with protocol 2: a ``bytes`` value from its
     latin-1 text. Any other use of the call is refused."""

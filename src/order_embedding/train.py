@@ -37,6 +37,7 @@ from .options import NOT_RECORDED, changed_on_resume, make_options
 from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
 
+
 class TrainingError(RuntimeError):
     """Training cannot go on (for example the loss became NaN); the run folder is left intact."""
 

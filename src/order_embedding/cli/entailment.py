@@ -20,6 +20,8 @@ from ..entailment import (
 )
 from ..entailment.experiment import check_new_run, prepare_run_dir
 from ..inference import default_device
+from .threads import torch_threads
+from .types import COUNT
 
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
 #: and with ``--quick``; every other default is reference section 9's, as for SNLI.
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-symmetric", action="store_true", help="train only the order model")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=COUNT, default=1,
                    help="torch CPU threads (default 1: batches are small, and one thread stays fast on shared cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -104,14 +106,8 @@ def _config(args: argparse.Namespace, generated: bool) -> EntailmentConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1 (got {args.threads})")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -5,8 +5,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from ..hypernym import HypernymConfig, format_results, run_experiment, write_json
 from ..hypernym.wordnet import (
     DEFAULT_WORDNET_DIR,
@@ -14,6 +12,7 @@ from ..hypernym.wordnet import (
     find_wordnet_dir,
     read_wordnet,
 )
+from .threads import torch_threads
 from .types import COUNT, COUNT0, NON_NEGATIVE, POSITIVE
 
 
@@ -53,12 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> int:

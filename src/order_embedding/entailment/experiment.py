@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import runs
 from ..batching import pad_batch
-from ..hypernym.experiment import accuracy_at, best_threshold
+from ..evaluation import accuracy_at, best_threshold
 from ..inference import LoadedModel, encode_sentences
 from ..optim import clip_gradients, flush_denormals, make_optimizer
 from ..train import TrainingError

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import runs
+from ..evaluation import accuracy_at, best_threshold
 from ..measures import measure_labelled
 from ..optim import flush_denormals
 from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
@@ -95,39 +96,6 @@ def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, m
     p = torch.as_tensor(np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2))
     with torch.no_grad():
         return pair_errors(emb[p[:, 0]], emb[p[:, 1]], measure).double().numpy()
-
-
-def best_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The threshold (predict an edge iff error <= threshold) of highest accuracy, and that accuracy.
-
-    Cuts fall between distinct error values, at the midpoint; equal errors always get the
-    same prediction. Among equally accurate cuts the lowest threshold wins.
-    """
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
-    if not np.isfinite(e).all():
-        raise ValueError("errors contain NaN or infinity")
-    order = np.argsort(e, kind="stable")
-    e, y = e[order], y[order]
-    n_neg = int((~y).sum())
-    correct = np.cumsum(y) + n_neg - np.cumsum(~y)  # cut after index i: first i+1 predicted edges
-    correct = np.where(np.r_[e[1:] != e[:-1], True], correct, -1)
-    i = int(np.argmax(correct))
-    if n_neg >= correct[i]:  # predicting no edge at all is at least as good
-        return float(np.nextafter(e[0], -np.inf)), n_neg / len(e)
-    threshold = e[-1] if i == len(e) - 1 else (e[i] + e[np.searchsorted(e, e[i], side="right")]) / 2
-    return float(threshold), int(correct[i]) / len(e)
-
-
-def accuracy_at(errors: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    """Fraction of pairs classified right when an edge is predicted iff error <= threshold."""
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
-    return float(np.mean((e <= threshold) == y))
 
 
 def labelled(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
