@@ -33,6 +33,17 @@ def test_run_folder_and_learning(tiny_data, tmp_path):
     assert s.shape == (2, 12) and (s >= 0).all() and np.allclose(np.linalg.norm(s, axis=1), 1, atol=1e-5)
 
 
+def test_load_model_reads_last_checkpoint(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+    run = train.trainer("order", name="o", save_dir=str(tmp_path), data=str(tiny_data), max_epochs=2, **TINY_MODEL)
+    saved = load_file(str(run / runs.LAST))  # parameters stored as model.<name> beside optim.* and rng.torch
+    model = api.load_model(run, checkpoint=runs.LAST)
+    params = model.net.state_dict()
+    assert set(params) == {k[len("model."):] for k in saved if k.startswith("model.")}
+    for name, value in params.items():
+        assert torch.equal(value, saved[f"model.{name}"]), name
+
+
 @pytest.mark.parametrize("optimizer", ["adam_original", "adam"])
 def test_resume_equals_uninterrupted(tiny_data, tmp_path, optimizer):
     opts = dict(data=str(tiny_data), seed=7, optimizer=optimizer, lr_update=2, **TINY_MODEL)

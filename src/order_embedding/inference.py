@@ -101,7 +101,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     if not (path / checkpoint).exists() and not (path / checkpoint).is_symlink():
         raise runs.RunError(f"{path}: no checkpoint yet ({checkpoint} is written at the first validation)")
     state, _ = runs.load_tensors(path / checkpoint)
-    state = {k.removeprefix("model."): v for k, v in state.items() if not k.startswith("optim.")}
+    if any(k.startswith("model.") for k in state):  # a training checkpoint: parameters beside optimizer and RNG state
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     model = build_model(config, state, str(path / checkpoint))
     return LoadedModel(model.to(device).eval(), vocab, cfg.get("train", {}), path)
 
