@@ -26,3 +26,25 @@ def test_quick_demo(tmp_path, capsys):
     assert result["symmetric"]["hierarchy_accuracy"] == 50.0
     # The order model learns which caption is the more general one even at the quick scale.
     assert result["order"]["hierarchy_accuracy"] >= 75
+
+
+def test_hierarchy_accuracy_on_hand_made_embeddings(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from order_embedding import demo
+
+    vectors = {"a thing": [0.125, 0.125], "a red thing": [0.5, 0.25], "a red big thing": [0.75, 0.75],
+               "a blue thing": [0.25, 0.75], "tie": [0.5, 0.5]}
+    monkeypatch.setattr(demo, "encode_sentences",
+                        lambda model, captions: np.array([vectors[c] for c in captions], dtype=np.float32))
+    model = SimpleNamespace(config=SimpleNamespace(method="order"))
+    pairs = [("a thing", "a red thing"), ("a red thing", "a red big thing"), ("a blue thing", "a red thing"),
+             ("tie", "tie")]
+    # E(g, s) = sum max(0, g - s)^2 against E(s, g): 0 < 0.203 and 0 < 0.313 are right; the blue thing is not
+    # below the red one (0.25 > 0.0625), wrong; the same caption twice ties and counts half.
+    expected = [1.0, 1.0, 0.0, 0.5]
+    assert demo.hierarchy_accuracy(model, pairs) == pytest.approx(100 * np.mean(expected))
+    model.config.method = "cosine"
+    assert demo.hierarchy_accuracy(model, pairs) == 50.0

@@ -42,8 +42,11 @@ def hierarchy_accuracy(model: LoadedModel, pairs: list[tuple[str, str]]) -> floa
     order less than the reverse, ``E(general, specific) < E(specific, general)``; ties
     count half, so a symmetric measure scores exactly 50.
     """
-    general = torch.from_numpy(encode_sentences(model, [g for g, _ in pairs]))
-    specific = torch.from_numpy(encode_sentences(model, [s for _, s in pairs]))
+    unique = sorted({c for pair in pairs for c in pair})  # a caption is in several pairs; encode it once
+    row = {c: i for i, c in enumerate(unique)}
+    embedded = torch.from_numpy(encode_sentences(model, unique))
+    general = embedded[[row[g] for g, _ in pairs]]
+    specific = embedded[[row[s] for _, s in pairs]]
     forward = paired_errors(model.config.method, general, specific).numpy()
     backward = paired_errors(model.config.method, specific, general).numpy()
     return 100.0 * float(np.mean((forward < backward) + 0.5 * (forward == backward)))
