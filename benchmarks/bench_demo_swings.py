@@ -13,8 +13,12 @@ and the dev hierarchy check. If the running statistics caused the swings, the se
 steady where the first one jumps; if the weights cause them, both jump together. Then the largest change
 between consecutive epochs of each column, and the CPU model.
 
+The model, optimizer and schedule default to the full demo's (``demo.FULL``); ``--dim``, ``--dim-word``
+and ``--image-size`` train other widths or image sizes on the same kind of world (a world already in
+OUT is used as it is, so give each image size its own ``--out``).
+
 Usage: python benchmarks/bench_demo_swings.py [--out /tmp/demo-swings] [--optimizer adam_original]
-       [--lr-update 8] [--epochs 12] [--seed 0]
+       [--lr-update 8] [--epochs 12] [--seed 0] [--dim 512] [--dim-word 128] [--image-size 48]
 """
 from __future__ import annotations
 
@@ -58,17 +62,23 @@ def main() -> None:
                     help="epochs before the tenfold learning-rate drop, or 'none'")
     ap.add_argument("--epochs", type=int, default=FULL["max_epochs"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dim", type=int, default=FULL["dim"], help="embedding size")
+    ap.add_argument("--dim-word", type=int, default=FULL["dim_word"], help="word embedding size")
+    ap.add_argument("--image-size", type=int, default=FULL["image_size"], help="side of the rendered images")
     args = ap.parse_args()
 
     data = args.out / "data"
     if not (data / "dataset_shapes.json").exists():
-        generate_shapes(data, n_train=FULL["n_train"], n_dev=FULL["n_dev"], n_test=1000, seed=args.seed, verbose=False)
+        generate_shapes(data, n_train=FULL["n_train"], n_dev=FULL["n_dev"], n_test=1000, seed=args.seed,
+                        image_size=args.image_size, verbose=False)
     pairs = hierarchy_pairs(data / "dataset_shapes.json", split="dev", seed=args.seed)
     run_dir = args.out / "runs" / args.name
-    options = {**train_options(FULL), "optimizer": args.optimizer, "lr_update": args.lr_update}
+    scale = {**FULL, "dim": args.dim, "dim_word": args.dim_word, "image_size": args.image_size}
+    options = {**train_options(scale), "optimizer": args.optimizer, "lr_update": args.lr_update}
     train = dev = train_pixels = dev_pixels = None
     rows = []
-    print(f"order model, {args.optimizer}, lr_update {args.lr_update}, seed {args.seed}")
+    print(f"order model, dim {args.dim}, dim_word {args.dim_word}, {args.image_size}-pixel images, "
+          f"{args.optimizer}, lr_update {args.lr_update}, seed {args.seed}")
     print("epoch  dev score (running BN)  dev score (recomputed BN)  dev hierarchy %")
     for epoch in range(1, args.epochs + 1):
         saved = run_dir / f"epoch{epoch:02d}.safetensors"
