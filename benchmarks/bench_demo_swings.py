@@ -31,6 +31,7 @@ import torch
 from machine import cpu_model
 
 from order_embedding import runs
+from order_embedding.cli.types import COUNT
 from order_embedding.data import load_split
 from order_embedding.data.shapes import generate_shapes, hierarchy_pairs
 from order_embedding.demo import FULL, hierarchy_accuracy, train_options
@@ -62,9 +63,9 @@ def main() -> None:
                     help="epochs before the tenfold learning-rate drop, or 'none'")
     ap.add_argument("--epochs", type=int, default=FULL["max_epochs"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dim", type=int, default=FULL["dim"], help="embedding size")
-    ap.add_argument("--dim-word", type=int, default=FULL["dim_word"], help="word embedding size")
-    ap.add_argument("--image-size", type=int, default=FULL["image_size"], help="side of the rendered images")
+    ap.add_argument("--dim", type=COUNT, default=FULL["dim"], help="embedding size")
+    ap.add_argument("--dim-word", type=COUNT, default=FULL["dim_word"], help="word embedding size")
+    ap.add_argument("--image-size", type=COUNT, default=FULL["image_size"], help="side of the rendered images")
     args = ap.parse_args()
 
     data = args.out / "data"
