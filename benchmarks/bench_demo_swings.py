@@ -18,7 +18,7 @@ and ``--image-size`` train other widths or image sizes on the same kind of world
 OUT is used as it is, so give each image size its own ``--out``).
 
 Usage: python benchmarks/bench_demo_swings.py [--out /tmp/demo-swings] [--optimizer adam_original]
-       [--lr-update 8] [--epochs 12] [--seed 0] [--dim 1024] [--dim-word 128] [--image-size 48]
+       [--lr-update 8] [--epochs 12] [--seed 0] [--dim 512] [--dim-word 128] [--image-size 48]
 """
 from __future__ import annotations
 
