@@ -268,6 +268,29 @@ def strictly_generalises(general: Facts, specific: Facts) -> bool:
 # ---------------------------------------------------------------- data set
 
 
+def draw_scenes(counts: dict[str, int], seed: int) -> dict[str, list[list[dict[str, str]]]]:
+    """Distinct scenes for each split (``counts``: images per split), all samples of one distribution.
+
+    The scenes of every split are drawn as one sequence of distinct scenes, then shuffled and dealt out.
+    Dealing them out in the order they were drawn would not do: the scenes that come up most often (there
+    are only 300 of one object) are used up early, so the split drawn first would hold most of them.
+    """
+    rng = random.Random(f"shapes:{seed}")
+    seen: set[tuple] = set()
+    drawn: list[list[dict[str, str]]] = []
+    while len(drawn) < sum(counts.values()):
+        scene = sample_scene(rng)
+        key = scene_key(scene)
+        if key not in seen:
+            seen.add(key)
+            drawn.append(scene)
+    rng.shuffle(drawn)
+    out, start = {}, 0
+    for split, n in counts.items():
+        out[split], start = drawn[start:start + n], start + n
+    return out
+
+
 def _image_entry(imgid: int, split: str, scene: list[dict[str, str]], seed: int, image_size: int,
                  noise: int, name_width: int, out_images: Path) -> dict[str, Any]:
     """Place, render and write one image; return its Karpathy-style entry."""
@@ -300,8 +323,9 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
                     seed: int = 0, image_size: int = 64, noise: int = 6, verbose: bool = True) -> Path:
     """Write a shapes data set (``dataset_shapes.json`` and ``images/*.png``) and return the JSON path.
 
-    Splits are named train, val (``n_dev`` images) and test, in that order of image ids.
-    The same arguments give the same bytes. ``noise`` is the amplitude of the uniform
+    Splits are named train, val (``n_dev`` images) and test, in that order of image ids; their
+    scenes are samples of one distribution (:func:`draw_scenes`). The same arguments give the
+    same bytes. ``noise`` is the amplitude of the uniform
     background noise (0 for a plain background).
     """
     counts = {"train": n_train, "val": n_dev, "test": n_test}
@@ -321,19 +345,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
     images = out / IMAGE_DIR
     images.mkdir(parents=True, exist_ok=True)
 
-    # Scenes for test, then val, then train, so the test scenes do not depend on n_train.
-    rng = random.Random(f"shapes:{seed}")
-    seen: set[tuple] = set()
-    scenes: dict[str, list] = {}
-    for split in reversed(_SPLITS):
-        scenes[split] = []
-        while len(scenes[split]) < counts[split]:
-            scene = sample_scene(rng)
-            key = scene_key(scene)
-            if key not in seen:
-                seen.add(key)
-                scenes[split].append(scene)
-
+    scenes = draw_scenes(counts, seed)
     width = max(5, len(str(total - 1)))
     jobs = [(split, scene) for split in _SPLITS for scene in scenes[split]]
     entries = [
