@@ -5,7 +5,9 @@ Each seed generates its own shapes world and trains both models from scratch in
 ``OUT/seed{k}`` (a seed whose runs are already there is only evaluated again). Prints,
 per seed, the demo's table and its wall time; then, per model, the minimum, maximum and
 spread (max - min) over the seeds of each R@K, median and mean rank, the hierarchy check
-and precision@10; then, per model and seed, the largest change of the dev selection score
+and precision@10 (each the mean over the test folds); then, per model and seed, the spread
+of each R@K over the test folds (the test sampling noise within one seed); then, per model
+and seed, the largest change of the dev selection score
 (text-to-image R@1 + R@5 + R@10) between consecutive validations in the epochs before
 ``lr_update`` and in those after it; and the CPU model.
 
@@ -26,9 +28,10 @@ from order_embedding.demo import FULL, format_demo, run_demo
 
 
 def figures(result: dict) -> dict[str, float]:
-    """The demo's figures of one model as flat ``name: value`` pairs."""
+    """The demo's figures of one model (or one test fold) as flat ``name: value`` pairs."""
     out = {f"{d} {k}": v for d in ("i2t", "t2i") for k, v in result[d].items()}
-    out["hierarchy"] = result["hierarchy_accuracy"]
+    if "hierarchy_accuracy" in result:
+        out["hierarchy"] = result["hierarchy_accuracy"]
     for k, v in result.get("precision_at_10", {}).items():
         out[f"P@10 {k}"] = v
     return out
@@ -63,6 +66,13 @@ def main() -> None:
         for name in table[0]:
             values = np.array([t[name] for t in table])
             print(f"    {name:<16} {values.min():7.1f} .. {values.max():7.1f}   spread {np.ptp(values):5.1f}")
+    print("spread of each R@K over the test folds within each seed (seeds " + " | ".join(map(str, args.seeds)) + ")")
+    for model in ("order", "symmetric"):
+        print(f"  {model}")
+        per_seed = [[figures(f) for f in results[s][model]["folds"]] for s in args.seeds]
+        for name in (n for n in per_seed[0][0] if "R@" in n):
+            cells = " | ".join(f"{np.ptp([f[name] for f in folds]):5.1f}" for folds in per_seed)
+            print(f"    {name:<16} {cells}")
     print(f"largest change of the dev score between consecutive validations (epochs < {FULL['lr_update']} | after)")
     for seed in args.seeds:
         for model in ("order", "symmetric"):

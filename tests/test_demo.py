@@ -48,3 +48,42 @@ def test_hierarchy_accuracy_on_hand_made_embeddings(monkeypatch):
     assert demo.hierarchy_accuracy(model, pairs) == pytest.approx(100 * np.mean(expected))
     model.config.method = "cosine"
     assert demo.hierarchy_accuracy(model, pairs) == 50.0
+
+
+def test_demo_scores_the_mean_over_test_folds(tmp_path, monkeypatch):
+    """A tiny scale with three test folds: each figure is the mean of the folds' own figures, and a fold's R@1
+    is that of its images and captions alone, recomputed here from the model's embeddings."""
+    import numpy as np
+
+    from helpers import order_penalty
+    from order_embedding import demo
+    from order_embedding.data import load_split
+    from order_embedding.inference import encode_split, load_model
+
+    monkeypatch.setattr(demo, "QUICK", {**demo.QUICK, "n_train": 24, "n_dev": 8, "n_test": 24, "dim": 8,
+                                        "dim_word": 6, "max_epochs": 1})
+    monkeypatch.setattr(demo, "MODEL", {**demo.MODEL, "batch_size": 8, "dim_image": 8, "cnn_width": 4})
+    monkeypatch.setattr(demo, "FOLD_SIZE", 8)
+    result = demo.run_demo(tmp_path / "demo", quick=True, verbose=False)
+    assert result["test_images"] == 24
+    test = load_split(tmp_path / "demo" / "data", "test")
+    model = load_model(result["order"]["run_dir"])
+    own_r1 = []
+    for k in range(3):
+        s, im = encode_split(model, test.fold(k, 8))
+        errors = order_penalty(s, im)  # captions x images; caption c was written for image c // 5
+        caption_rank = np.argsort(errors, axis=1, kind="stable")
+        image_rank = np.argsort(errors.T, axis=1, kind="stable")
+        t2i = 100 * np.mean(caption_rank[:, 0] == np.arange(40) // 5)
+        i2t = 100 * np.mean(image_rank[:, 0] // 5 == np.arange(8))
+        own_r1.append((t2i, i2t))
+    folds = result["order"]["folds"]
+    assert len(folds) == 3
+    for (t2i, i2t), fold in zip(own_r1, folds):
+        assert fold["t2i"]["R@1"] == pytest.approx(t2i, abs=0.01) and fold["i2t"]["R@1"] == pytest.approx(i2t, abs=0.01)
+    assert result["order"]["t2i"]["R@1"] == pytest.approx(np.mean([t for t, _ in own_r1]), abs=0.01)
+    assert result["order"]["i2t"]["R@1"] == pytest.approx(np.mean([i for _, i in own_r1]), abs=0.01)
+    for key in ("all", "general", "specific"):
+        mean = np.mean([f["precision_at_10"][key] for f in folds])
+        assert result["order"]["precision_at_10"][key] == pytest.approx(mean, abs=0.01)
+    assert "mean over 3 folds of 8" in demo.format_demo(result)

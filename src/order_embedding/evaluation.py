@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from .data import FOLD_SIZE
 from .inference import encode_split, model_split
 from .measures import measure
 
@@ -153,8 +154,8 @@ def evaluate_split(model, split, verbose: bool = False) -> dict[str, Metrics]:
 
 
 def average_metrics(results: list[dict[str, Metrics]]) -> dict[str, Metrics]:
-    """Per-direction means of several evaluations (COCO 1K: five folds)."""
-    return {d: {k: float(np.mean([r[d][k] for r in results])) for k in results[0][d]} for d in ("t2i", "i2t")}
+    """Per-figure means of several evaluations with the same keys (COCO 1K: five folds)."""
+    return {d: {k: float(np.mean([r[d][k] for r in results])) for k in results[0][d]} for d in results[0]}
 
 
 def ranking_eval_5fold(
@@ -163,7 +164,7 @@ def ranking_eval_5fold(
     data: str | None = None,
     cnn: str | None = None,
     fold5: bool = True,
-    fold_size: int = 1000,
+    fold_size: int = FOLD_SIZE,
     image_root: str | None = None,
     verbose: bool = False,
 ) -> dict:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, runs
 from .batching import epoch_batches, pad_batch
-from .data import Split, load_split, resolve_data_dir
+from .data import FOLD_SIZE, Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
 from .inference import (
     LoadedModel,
@@ -196,7 +196,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     data_dir = resolve_data_dir(opt["data"])
     train = load_split(data_dir, "train", cnn=opt["cnn"], image_root=opt["image_root"])
     dev_full = load_split(data_dir, opt["valid_split"], cnn=opt["cnn"], image_root=opt["image_root"])
-    dev = dev_full.fold(0) if dev_full.n_images > 1000 else dev_full
+    dev = dev_full.fold(0) if dev_full.n_images > FOLD_SIZE else dev_full
     if resuming:
         vocab = Vocabulary.load(run_dir / runs.VOCAB)
     else:

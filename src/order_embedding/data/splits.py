@@ -37,6 +37,10 @@ _SCAN_ROWS = 65536
 NORM_TOLERANCE = 1e-3
 
 
+#: Images per test fold of the COCO 1K protocol (and of the dev fold validation scores).
+FOLD_SIZE = 1000
+
+
 class DataError(ValueError):
     """A data folder or one of its files is missing, malformed or inconsistent."""
 
@@ -120,7 +124,7 @@ class Split:
             image_root=self.image_root,
         )
 
-    def fold(self, k: int, size: int = 1000) -> "Split":
+    def fold(self, k: int, size: int = FOLD_SIZE) -> "Split":
         """Images ``size*k .. size*k+size-1`` (fewer if the split ends first) and their captions: COCO 1K protocol."""
         if k < 0 or size < 1 or size * k >= self.n_images:
             raise DataError(
