@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 def test_splits_are_samples_of_one_distribution():
     # 4,000 distinct scenes use up most of the 300 one-object scenes (5 shapes x 6 colours x 2 sizes x 5
     # positions). Dealt out in the order drawn, the test split would get about twice its share of them.
-    scenes = shapes.draw_scenes({"train": 3000, "val": 0, "test": 1000}, seed=0)
+    scenes = shapes.draw_scenes({"train": 3000, "val": 0, "test": 1000}, random.Random(0))
     assert [len(scenes[s]) for s in ("train", "val", "test")] == [3000, 0, 1000]
     keys = [shapes.scene_key(sc) for split in scenes.values() for sc in split]
     assert len(set(keys)) == 4000

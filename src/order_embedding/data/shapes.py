@@ -268,14 +268,13 @@ def strictly_generalises(general: Facts, specific: Facts) -> bool:
 # ---------------------------------------------------------------- data set
 
 
-def draw_scenes(counts: dict[str, int], seed: int) -> dict[str, list[list[dict[str, str]]]]:
-    """Distinct scenes for each split (``counts``: images per split), all samples of one distribution.
+def draw_scenes(counts: dict[str, int], rng: random.Random) -> dict[str, list[list[dict[str, str]]]]:
+    """Distinct scenes for each split (``counts``: scenes per split), all samples of one distribution.
 
     The scenes of every split are drawn as one sequence of distinct scenes, then shuffled and dealt out.
     Dealing them out in the order they were drawn would not do: the scenes that come up most often (there
     are only 300 of one object) are used up early, so the split drawn first would hold most of them.
     """
-    rng = random.Random(f"shapes:{seed}")
     seen: set[tuple] = set()
     drawn: list[list[dict[str, str]]] = []
     while len(drawn) < sum(counts.values()):
@@ -325,8 +324,8 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
 
     Splits are named train, val (``n_dev`` images) and test, in that order of image ids; their
     scenes are samples of one distribution (:func:`draw_scenes`). The same arguments give the
-    same bytes. ``noise`` is the amplitude of the uniform
-    background noise (0 for a plain background).
+    same bytes. ``noise`` is the amplitude of the uniform background noise (0 for a plain
+    background).
     """
     counts = {"train": n_train, "val": n_dev, "test": n_test}
     for name, n in counts.items():
@@ -345,7 +344,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
     images = out / IMAGE_DIR
     images.mkdir(parents=True, exist_ok=True)
 
-    scenes = draw_scenes(counts, seed)
+    scenes = draw_scenes(counts, random.Random(f"shapes:{seed}"))
     width = max(5, len(str(total - 1)))
     jobs = [(split, scene) for split in _SPLITS for scene in scenes[split]]
     entries = [

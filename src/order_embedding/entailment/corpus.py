@@ -22,8 +22,10 @@ and neutral pairs differ in direction (the premise states more, or the hypothesi
 and many contradictions reuse the premise's own words, which is what a symmetric
 similarity or a word-overlap count cannot see.
 
-Scenes are distinct across train, dev and test. The corpus is written in SNLI's JSON-lines
-format, ``snli_1.0_{train,dev,test}.jsonl``, and read back by :mod:`.snli` like SNLI.
+Scenes are distinct across train, dev and test, and the three splits are samples of one
+distribution (:func:`~order_embedding.data.shapes.draw_scenes`). The corpus is written in
+SNLI's JSON-lines format, ``snli_1.0_{train,dev,test}.jsonl``, and read back by :mod:`.snli`
+like SNLI.
 """
 from __future__ import annotations
 
@@ -42,9 +44,8 @@ from ..data.shapes import (
     SHAPES,
     SIZES,
     caption_text,
+    draw_scenes,
     entails,
-    sample_scene,
-    scene_key,
 )
 from ..runs import atomic_write
 from .snli import SPLITS
@@ -177,23 +178,16 @@ def generate_corpus(config: CorpusConfig = CorpusConfig()) -> dict[str, list[dic
     "size colour shape position", joined by ";".
     """
     rng = random.Random(f"entailment:{config.seed}")
-    seen: set[tuple] = set()
+    scenes = draw_scenes({split: getattr(config, split) for split in SPLITS}, rng)
     out: dict[str, list[dict[str, str]]] = {}
-    for split in reversed(SPLITS):  # test scenes first, so they do not depend on the train size
+    for split in SPLITS:
         records: list[dict[str, str]] = []
-        scenes = 0
-        while scenes < getattr(config, split):
-            objects = sample_scene(rng)
-            key = scene_key(objects)
-            if key in seen:
-                continue
-            seen.add(key)
-            scenes += 1
+        for objects in scenes[split]:
             scene = ";".join(" ".join(o[a] for a in ATTRIBUTES) for o in objects)
             for pair in scene_pairs(objects, rng):
                 records.append({**pair, "captionID": scene, "pairID": f"{split}-{len(records)}"})
         out[split] = records
-    return {split: out[split] for split in SPLITS}
+    return out
 
 
 def write_corpus(corpus: dict[str, list[dict[str, str]]], out_dir: str | os.PathLike) -> Path:
