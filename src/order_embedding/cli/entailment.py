@@ -26,7 +26,7 @@ from .types import COUNT
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
 #: and with ``--quick``; every other default is reference section 9's, as for SNLI.
 GENERATED = {"dim": 128, "dim_word": 64, "max_epochs": 9}
-QUICK = {"dim": 64, "dim_word": 32, "lrate": 0.003, "max_epochs": 4}
+QUICK = {"dim": 64, "dim_word": 32, "lrate": 0.003, "max_epochs": 8}
 QUICK_SCENES = CorpusConfig(train=1200, dev=200, test=200)
 
 HELP = {
