@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from order_embedding.batching import epoch_batches, pad_batch
+from order_embedding.batching import batches_per_epoch, epoch_batches, pad_batch
 
 
 def _epoch(cap2img, n_images, batch_size, seed):
@@ -38,6 +38,13 @@ def test_final_partial_batch_of_two_is_kept_and_one_is_dropped():
         dropped |= set(range(9)) - set(np.concatenate([i for _, i in batches]).tolist())
     # the dropped image is random, so over epochs every image gets trained on
     assert len(dropped) > 1
+
+
+@pytest.mark.parametrize("n_images, batch_size, expected", [(8000, 128, 63), (2000, 128, 16), (256, 128, 2),
+                                                             (129, 128, 1), (130, 128, 2), (1, 128, 0), (0, 4, 0)])
+def test_batches_per_epoch_counts_what_an_epoch_yields(n_images, batch_size, expected):
+    assert batches_per_epoch(n_images, batch_size) == expected
+    assert len(_epoch(np.arange(n_images), n_images, batch_size, seed=0)) == expected
 
 
 def test_full_coverage_when_nothing_dropped_and_order_is_random():

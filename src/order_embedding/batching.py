@@ -9,6 +9,12 @@ import torch
 from .vocab import EOS
 
 
+def batches_per_epoch(n_images: int, batch_size: int) -> int:
+    """How many batches :func:`epoch_batches` yields in one epoch over ``n_images`` captioned images."""
+    full, rest = divmod(n_images, batch_size)
+    return full + (rest >= 2)
+
+
 def epoch_batches(
     cap2img: np.ndarray | Sequence[int], n_images: int, batch_size: int, rng: np.random.Generator
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

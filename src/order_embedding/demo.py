@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import runs
+from .batching import batches_per_epoch
 from .data import FOLD_SIZE, Split, load_split
 from .data.shapes import generate_shapes, hierarchy_pairs
 from .data.shapes_truth import is_true_of, load_scenes, parse_caption
@@ -47,7 +48,7 @@ MODEL = {"dim_image": 256, "backbone": "small_cnn", "cnn_width": 16, "batch_size
 
 def train_options(scale: dict[str, Any]) -> dict[str, Any]:
     """The trainer's options for a demo scale (:data:`FULL` or :data:`QUICK`)."""
-    updates_per_epoch = scale["n_train"] // MODEL["batch_size"]
+    updates_per_epoch = batches_per_epoch(scale["n_train"], MODEL["batch_size"])
     per_epoch = scale["validations_per_epoch"]
     valid_freq = max(1, updates_per_epoch // per_epoch) if per_epoch else updates_per_epoch * scale["max_epochs"]
     model = {k: v for k, v in MODEL.items() if k != "cnn_width"}
