@@ -62,8 +62,8 @@ def parse_caption(text: str) -> tuple[int | None, list[dict[str, str]]]:
     tokens = text.split()
     assert text == text.lower() and " ".join(tokens) == text
     count = None
-    if ":" in tokens:
-        k = tokens.index(":")
+    if ":" in tokens or tokens[0] in ("exactly", "only") or tokens[0] in NUMBER_WORDS:
+        k = tokens.index(":") if ":" in tokens else len(tokens)  # without ':' the count is the whole caption
         head, tokens = tokens[:k], tokens[k + 1:]
         if head[0] in ("exactly", "only"):
             number, noun = head[1:]
@@ -72,6 +72,8 @@ def parse_caption(text: str) -> tuple[int | None, list[dict[str, str]]]:
             assert tail == ["in", "total"], head
         count = NUMBER_WORDS[number]
         assert noun in (("shape", "object") if count == 1 else ("shapes", "objects")), head
+        if not tokens:
+            return count, []
     else:
         for opening in OPENINGS:
             if tuple(tokens[:len(opening)]) == opening:
@@ -253,7 +255,9 @@ def test_captions_are_true_and_form_a_strict_chain(dataset):
         parsed = [parse_caption(r) for r in raws]
         for caption in parsed:
             assert holds(caption, scene), (raws, scene)
-        assert parsed[0][0] is None and len(parsed[0][1]) == 1 and len(parsed[0][1][0]) == 1
+        # Caption 1 states one fact: one attribute of one object, or the count alone.
+        assert (parsed[0][0] is None and len(parsed[0][1]) == 1 and len(parsed[0][1][0]) == 1
+                or parsed[0] == (len(scene), []))
         assert parsed[4][0] == len(scene) and len(parsed[4][1]) == len(scene)
         assert all(len(d) == 4 for d in parsed[4][1])
         for i in range(4):
@@ -266,6 +270,16 @@ def test_captions_are_true_and_form_a_strict_chain(dataset):
             assert sorted(descs, key=key) == sorted(recorded, key=key)
             for d in facts["objects"]:
                 assert all(scene[d["ref"]][a] == v for a, v in d.items() if a != "ref")
+
+
+def test_the_count_is_stated_at_every_level_of_generality(dataset):
+    """Captions 1-4 state the count in some images and not in others (caption 5 always does)."""
+    _, data = dataset
+    counts = np.array([[parse_caption(s["raw"])[0] is not None for s in im["sentences"]] for im in data["images"]])
+    assert counts[:, 4].all()
+    assert counts[:, :4].any(axis=0).all() and not counts[:, :4].all(axis=0).any(), counts.mean(axis=0)
+    # once stated, the count stays stated in every more specific caption
+    assert (np.diff(counts.astype(int), axis=1) >= 0).all()
 
 
 def test_wording_varies(dataset):

@@ -51,6 +51,9 @@ def test_hand_made_scenes():
         ("three shapes in total : a red circle , a blue star and a shape", False),
         ("a red circle in the middle", False),
         ("there is a green object", False),
+        ("exactly two shapes", True),  # the count alone
+        ("only one object", False),
+        ("three objects in total", False),
     ]:
         assert is_true_of(parse_caption(text), scene) == expected, text
     with pytest.raises(ValueError, match="unknown word 'dog'"):

@@ -8,14 +8,18 @@ different from every other (train, val and test alike).
 
 Each image gets five captions, from the most general to the full description, and
 each one states strictly less than the next. A caption's meaning is a set of facts:
-"there are distinct objects matching these (partial) descriptions", plus, in the full
-description only, the exact number of objects. Caption 1 states one attribute of one
-object ("a red shape"), caption 5 every attribute of every object and the count
-("exactly two shapes : a large red circle on the left and a small blue star at the
-top"); captions 2 to 4 add facts in between, first about one object, then about the
-others. Wording varies (big/large, little/small, shape/object/thing, position phrase
-synonyms, an optional "there is" / "a picture of" / "an image of" opening, the order
-of the objects, three forms of the count) without changing the facts.
+"there are distinct objects matching these (partial) descriptions", and possibly "there
+are exactly n objects". The facts of a scene (every attribute of every object, and the
+count) are put in one random order, the attributes object by object, the count at any
+place among them; caption k states the first facts of that order, and caption 5 all of
+them ("exactly two shapes : a large red circle on the left and a small blue star at the
+top"). Caption 1 states one fact: one attribute of one object ("a red shape") or the
+count alone ("exactly two shapes"). Because the count is stated at every level of
+generality, images teach it: it decides which images a caption such as "only two
+objects : a red shape" describes. Wording varies (big/large, little/small,
+shape/object/thing, position phrase synonyms, an optional "there is" / "a picture of" /
+"an image of" opening, the order of the objects, three forms of the count) without
+changing the facts.
 
 Geometry (``S`` = image size, coordinates in pixels; pixel ``(x, y)`` takes the colour
 of the integer point ``(x, y)``, without anti-aliasing): position centres at ``(0.17 S, 0.5 S)`` left,
@@ -198,14 +202,11 @@ def _facts(objects: list[dict[str, Any]], stated: list[tuple[int, str]], count: 
 
 def _caption_chain(objects: list[dict[str, Any]], rng: random.Random) -> list[Facts]:
     """Five nested fact sets, each stating strictly more than the previous; the last says everything."""
-    sequence = [(ref, attr) for ref in rng.sample(range(len(objects)), len(objects)) for attr in _attribute_order(rng)]
-    if len(sequence) == 4:
-        cuts = [1, 2, 3, 4]
-    else:
-        cuts = [1] + sorted(rng.sample(range(2, len(sequence) + 1), 3))
-    chain = [_facts(objects, sequence[:c], count=False) for c in cuts]
-    chain.append(_facts(objects, sequence, count=True))
-    return chain
+    sequence: list[tuple[int, str] | None] = [
+        (ref, attr) for ref in rng.sample(range(len(objects)), len(objects)) for attr in _attribute_order(rng)]
+    sequence.insert(rng.randint(0, len(sequence)), None)  # None: the count
+    cuts = [1] + sorted(rng.sample(range(2, len(sequence)), 3)) + [len(sequence)]
+    return [_facts(objects, [f for f in sequence[:c] if f is not None], count=None in sequence[:c]) for c in cuts]
 
 
 def _object_phrase(desc: dict[str, Any], rng: random.Random) -> list[str]:
@@ -225,17 +226,16 @@ def _object_phrase(desc: dict[str, Any], rng: random.Random) -> list[str]:
 def caption_text(facts: Facts, rng: random.Random) -> str:
     """One wording (lower case, space-separated tokens) of a caption's facts."""
     descs = [d for d in facts["objects"] if len(d) > 1]
-    if not descs:
-        raise ValueError("a caption must state at least one attribute")
-    phrases = [_object_phrase(d, rng) for d in rng.sample(descs, len(descs))]
-    body = phrases[0]
-    for k, p in enumerate(phrases[1:], start=1):
-        body = body + (["and"] if k == len(phrases) - 1 else [","]) + p
+    if not descs and facts["count"] is None:
+        raise ValueError("a caption must state at least one attribute or the count")
+    body: list[str] = []
+    for k, p in enumerate(_object_phrase(d, rng) for d in rng.sample(descs, len(descs))):
+        body += ([] if k == 0 else ["and"] if k == len(descs) - 1 else [","]) + p
     if facts["count"] is not None:
         n = int(facts["count"])
         form = rng.choice(_COUNT_FORMS)
         noun = rng.choice(_COUNT_NOUNS[n == 1])
-        head = form.format(n=_NUMBERS[n], noun=noun).split() + [":"]
+        head = form.format(n=_NUMBERS[n], noun=noun).split() + ([":"] if body else [])
     else:
         head = rng.choice(_OPENINGS).split()
     return " ".join(head + body)

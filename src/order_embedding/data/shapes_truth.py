@@ -3,7 +3,8 @@
 This is the demo's ground truth for retrieval beyond the one image a caption was written
 for. It does not use the generator's recorded facts or wording code: it parses the text
 (a count such as "exactly two shapes :" or "three objects in total :", then object
-phrases "a [size] [colour] shape|noun [position]" joined by "," and "and") and matches
+phrases "a [size] [colour] shape|noun [position]" joined by "," and "and"; or a count
+alone, such as "only two objects") and matches
 the phrases against the scene's ``objects`` (shape, colour, size, position). A caption
 is true of a scene when every phrase matches a different object of the scene and any
 stated count equals the number of objects.
@@ -39,12 +40,14 @@ def parse_caption(text: str) -> Claim:
     """The claim of one caption; a word outside the shapes world's vocabulary raises ``ValueError``."""
     tokens = text.split()
     count = None
-    if ":" in tokens:
-        head, tokens = tokens[: tokens.index(":")], tokens[tokens.index(":") + 1:]
+    if ":" in tokens or any(w in _NUMBERS for w in tokens):
+        head, tokens = (tokens[: tokens.index(":")], tokens[tokens.index(":") + 1:]) if ":" in tokens else (tokens, [])
         numbers = [_NUMBERS[w] for w in head if w in _NUMBERS]
         if len(numbers) != 1:
             raise ValueError(f"caption {text!r}: no single count before ':'")
         count = numbers[0]
+        if not tokens:
+            return Claim((), count)
     phrases: list[list[str]] = [[]]
     for w in tokens:
         if w in (",", "and"):
