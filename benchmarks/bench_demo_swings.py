@@ -1,9 +1,9 @@
 """Why the full demo's dev scores swing: the step size, or the BatchNorm statistics of the CNN trained from
 scratch.
 
-Trains the demo's order model on the full-scale shapes world one epoch at a time (the trainer resumed
-each time) and keeps a copy of each epoch's checkpoint in the run folder as ``epochNN.safetensors``;
-epochs whose copy is already there are not trained again. For each epoch it prints the dev selection
+Trains the demo's order model on the seed's full-scale shapes world (the one ``demo`` generates) one
+epoch at a time (the trainer resumed each time) and keeps a copy of each epoch's checkpoint in the run
+folder as ``epochNN.safetensors``; epochs whose copy is already there are not trained again. For each epoch it prints the dev selection
 score (text-to-image R@1 + R@5 + R@10 on the 1,000 dev images) twice, with the same weights:
 
 - with the BatchNorm running statistics that validation uses, and
@@ -70,7 +70,7 @@ def main() -> None:
 
     data = args.out / "data"
     if not (data / "dataset_shapes.json").exists():
-        generate_shapes(data, n_train=FULL["n_train"], n_dev=FULL["n_dev"], n_test=1000, seed=args.seed,
+        generate_shapes(data, n_train=FULL["n_train"], n_dev=FULL["n_dev"], n_test=FULL["n_test"], seed=args.seed,
                         image_size=args.image_size, verbose=False)
     pairs = hierarchy_pairs(data / "dataset_shapes.json", split="dev", seed=args.seed)
     run_dir = args.out / "runs" / args.name
