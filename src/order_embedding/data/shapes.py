@@ -14,9 +14,9 @@ count) are put in one random order, the attributes object by object, the count a
 place among them; caption k states the first facts of that order, and caption 5 all of
 them ("exactly two shapes : a large red circle on the left and a small blue star at the
 top"). Caption 1 states one fact: one attribute of one object ("a red shape") or the
-count alone ("exactly two shapes"). Because the count is stated at every level of
-generality, images teach it: it decides which images a caption such as "only two
-objects : a red shape" describes. Wording varies (big/large, little/small,
+count alone ("exactly two shapes"). The count is stated at every level of generality
+so that training on images can teach it: it decides which images a caption such as
+"only two objects : a red shape" describes. Wording varies (big/large, little/small,
 shape/object/thing, position phrase synonyms, an optional "there is" / "a picture of" /
 "an image of" opening, the order of the objects, three forms of the count) without
 changing the facts.
