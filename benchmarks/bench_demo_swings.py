@@ -3,8 +3,9 @@ scratch.
 
 Trains the demo's order model on the seed's full-scale shapes world (the one ``demo`` generates) one
 epoch at a time (the trainer resumed each time) and keeps a copy of each epoch's checkpoint in the run
-folder as ``epochNN.safetensors``; epochs whose copy is already there are not trained again. For each epoch it prints the dev selection
-score (text-to-image R@1 + R@5 + R@10 on the 1,000 dev images) twice, with the same weights:
+folder as ``epochNN.safetensors``; epochs whose copy is already there are not trained again. For each
+epoch it prints the dev selection score (text-to-image R@1 + R@5 + R@10 on the 1,000 dev images) twice,
+with the same weights:
 
 - with the BatchNorm running statistics that validation uses, and
 - with the BatchNorm statistics recomputed exactly over all training images,

@@ -41,10 +41,11 @@ def parse_caption(text: str) -> Claim:
     tokens = text.split()
     count = None
     if ":" in tokens or any(w in _NUMBERS for w in tokens):
-        head, tokens = (tokens[: tokens.index(":")], tokens[tokens.index(":") + 1:]) if ":" in tokens else (tokens, [])
+        k = tokens.index(":") if ":" in tokens else len(tokens)  # a count alone has no ':'
+        head, tokens = tokens[:k], tokens[k + 1:]
         numbers = [_NUMBERS[w] for w in head if w in _NUMBERS]
         if len(numbers) != 1:
-            raise ValueError(f"caption {text!r}: no single count before ':'")
+            raise ValueError(f"caption {text!r}: no single count before ':' (or in a caption without one)")
         count = numbers[0]
         if not tokens:
             return Claim((), count)
