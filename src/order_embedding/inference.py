@@ -5,9 +5,10 @@ These are the original project's plain names; :mod:`order_embedding` exports the
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -5,8 +5,9 @@ Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch

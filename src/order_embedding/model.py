@@ -51,7 +51,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Build from a dict, rejecting unknown keys by name."""
         if not isinstance(d, dict):
             raise ValueError(f"the model section must be a JSON object, got {type(d).__name__}")

@@ -58,7 +58,7 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any, source: str) -> "TrainState":
+    def from_dict(cls, d: Any, source: str) -> TrainState:
         """Inverse of :meth:`to_dict`; anything else raises :class:`runs.RunError` naming ``source``."""
         names = {f.name for f in fields(cls)}
         if not isinstance(d, dict) or set(d) != names:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import mmap
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numba
 import numpy as np
