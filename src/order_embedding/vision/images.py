@@ -120,7 +120,7 @@ def crop_tensor(x: torch.Tensor, size: int, n_crops: int) -> torch.Tensor:
     boxes = crop_boxes(x.shape[2], x.shape[1], size)
     if n_crops == 1:
         boxes = boxes[4:]
-    out = torch.stack([x[:, t : t + size, l : l + size] for t, l in boxes])
+    out = torch.stack([x[:, top : top + size, left : left + size] for top, left in boxes])
     return torch.cat([out, out.flip(-1)]) if n_crops == 10 else out
 
 
