@@ -205,6 +205,7 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
 
 def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
     """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
+    assert model.config.backbone is not None  # check_image_files requires a pixel model
     return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
 
 

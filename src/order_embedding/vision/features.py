@@ -60,7 +60,7 @@ class _ClipImage(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # open_clip's models are untyped: encode_image is not known to nn.Module
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
@@ -259,7 +259,7 @@ def extract_features(
     if not splits:
         raise DataError(f"{data_dir}: no {{split}}_images.txt image lists (run 'order-embedding prepare' first)")
     out_dir = data_dir / "images" / name
-    todo: list[tuple[str, Path, list[str], str]] = []
+    todo: list[tuple[str, Path, list[str], str | None]] = []
     report: dict[str, dict[str, Any]] = {}
     for split in splits:
         out_path = out_dir / f"{split}.npy"
