@@ -26,7 +26,11 @@ system-packages:
 demo: $(STAMP) system-packages
 	$(VENV)/bin/order-embedding demo
 
+# The linter and the type checker (settings in pyproject.toml) run before the tests: they take
+# seconds, and a lint or type error fails the target before the slower suite starts.
 test: $(STAMP) system-packages
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 clean:

@@ -23,6 +23,7 @@ Usage: python benchmarks/bench_errors.py [--captions 25000 --images 5000] [--top
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import resource
@@ -30,8 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numba
 import numpy as np
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         section(f"CUDA torch broadcast ({torch.cuda.get_device_name()})")
         sc, ic = torch.from_numpy(s).cuda(), torch.from_numpy(im).cuda()
         for rows in (8, 32, 128):
-            def run() -> None:
+            def run(rows: int = rows) -> None:
                 torch_broadcast(sc, ic, rows, "preallocated")
                 torch.cuda.synchronize()
 
@@ -367,7 +368,7 @@ def torch_baseline(args: argparse.Namespace, s: np.ndarray, im: np.ndarray, thre
         torch.set_num_threads(torch_threads)
         for variant in TORCH_VARIANTS:
             for rows in [int(c) for c in args.chunks.split(",")]:
-                b_wall, b_cpu = timed(lambda: torch_broadcast(st, it, rows, variant), max(1, args.repeats // 2))
+                b_wall, b_cpu = timed(functools.partial(torch_broadcast, st, it, rows, variant), max(1, args.repeats // 2))
                 label = f"{variant}, chunk {rows} captions, {torch_threads} thread(s)"
                 print(f"  {label}: {b_wall:.3f} s (cpu {b_cpu:.2f} s)")
                 best = min(best, (b_wall, label, b_cpu, (torch_threads, variant, rows)))
@@ -440,7 +441,7 @@ def cuda_kernel_part(args: argparse.Namespace) -> None:
         print(f"  {label}: {wall:.4f} s, {elements / wall / 1e9:.0f} G elements/s{at_limit}")
     best = (float("inf"), 0)
     for rows in (32, 128):
-        wall, _ = timed(synced(lambda: torch_broadcast(sc, ic, rows, "preallocated")), min(3, args.repeats))
+        wall, _ = timed(synced(functools.partial(torch_broadcast, sc, ic, rows, "preallocated")), min(3, args.repeats))
         print(f"  torch broadcast (preallocated, chunk {rows} captions): {wall:.4f} s")
         best = min(best, (wall, rows))
     for label, wall in results.items():
@@ -483,7 +484,7 @@ def topk_part(args: argparse.Namespace, peak: float) -> None:
         queries = unit_rows(np.random.default_rng(args.seed + 2), n_q, d)
         # A first pass reads the file into the page cache (and warms the kernel); the timed runs follow.
         kernels.order_topk(queries, images, k)
-        t_wall, t_cpu = timed(lambda: kernels.order_topk(queries, images, k), max(1, args.repeats // 2), warmup=0)
+        t_wall, t_cpu = timed(functools.partial(kernels.order_topk, queries, images, k), max(1, args.repeats // 2), warmup=0)
         limit = elements * 3 / peak
         print(f"  order_topk: {t_wall:.3f} s (cpu {t_cpu:.2f} s), {elements / t_wall / 1e9:.1f} G elements/s")
         print(f"  arithmetic limit of the brute-force scan: {limit:.3f} s -> {limit / t_wall:.0%} of the limit "

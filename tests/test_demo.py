@@ -54,8 +54,8 @@ def test_demo_scores_the_mean_over_test_folds(tmp_path, monkeypatch):
     """A tiny scale with three test folds: each figure is the mean of the folds' own figures, and a fold's R@1
     is that of its images and captions alone, recomputed here from the model's embeddings."""
     import numpy as np
-
     from helpers import order_penalty
+
     from order_embedding import demo
     from order_embedding.data import load_split
     from order_embedding.inference import encode_split, load_model

@@ -68,7 +68,9 @@ def test_blockwise_equals_whole():
     s, im = rng.random((53, 6)).astype(np.float32), rng.random((11, 6)).astype(np.float32)
     c2i = rng.integers(0, 11, 53)
     c2i[:11] = np.arange(11)
-    f = lambda a, b: np.round(-(a @ b.T), 1)  # coarse values: ties across blocks
+    def f(a, b):
+        return np.round(-(a @ b.T), 1)  # coarse values: ties across blocks
+
     E = f(s, im)
     r1, r2 = ev.embedding_ranks(s, im, c2i, f, block_elements=40)
     np.testing.assert_array_equal(r1, ref_t2i(E, c2i))

@@ -234,7 +234,7 @@ def test_pixels_match_recorded_objects(dataset):
             mask = near & np.all(px == RGB[o["colour"]], axis=-1)
             covered |= near
 
-            def iou(shape: str, size: str) -> float:
+            def iou(shape: str, size: str, cx: int = cx, cy: int = cy, mask: np.ndarray = mask) -> float:
                 ref = analytic_mask(shape, cx, cy, RADII[size])
                 return (mask & ref).sum() / (mask | ref).sum()
 

@@ -199,7 +199,7 @@ def test_pointer_to_a_missing_synset(tiny: Path) -> None:
 
 def test_index_without_a_lemma(tiny: Path) -> None:
     path = tiny / "index.noun"
-    path.write_text("".join(l for l in path.read_text().splitlines(keepends=True) if not l.startswith("pet ")))
+    path.write_text("".join(line for line in path.read_text().splitlines(keepends=True) if not line.startswith("pet ")))
     with pytest.raises(WordNetError, match="lemma 'pet'"):
         read_wordnet(tiny)
 

@@ -1,8 +1,8 @@
 """Pixel backbones: CNNs that turn image batches into ``dim_image``-wide feature rows."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -148,7 +148,7 @@ class TorchvisionBackbone(nn.Module):
             self.net.requires_grad_(False)
             self.net.eval()
 
-    def train(self, mode: bool = True) -> "TorchvisionBackbone":
+    def train(self, mode: bool = True) -> TorchvisionBackbone:
         """Training mode for a fine-tuned network; a frozen one stays in eval mode (batch norm statistics kept)."""
         super().train(mode)
         if not self.finetune:

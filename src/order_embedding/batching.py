@@ -1,7 +1,7 @@
 """Minibatches of caption-image pairs for training, and padding of token lists."""
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -35,14 +35,14 @@ from .train import trainer
 #: caption above the specific one more often; the README's demo section has the figures. In the quick
 #: scale's 48 updates the original's larger steps are what learns the caption hierarchy; its small model
 #: and single validation keep it within a minute on two cores.
-FULL = {"n_train": 8000, "n_dev": 1000, "image_size": 48, "dim": 512, "dim_word": 128, "max_epochs": 36,
+FULL: dict[str, Any] = {"n_train": 8000, "n_dev": 1000, "image_size": 48, "dim": 512, "dim_word": 128, "max_epochs": 36,
         "lr_update": 32, "optimizer": "adam", "validations_per_epoch": 1, "n_test": 5000}
-QUICK = {"n_train": 2000, "n_dev": 200, "image_size": 48, "dim": 256, "dim_word": 64, "max_epochs": 3,
+QUICK: dict[str, Any] = {"n_train": 2000, "n_dev": 200, "image_size": 48, "dim": 256, "dim_word": 64, "max_epochs": 3,
          "lr_update": None, "optimizer": "adam_original", "validations_per_epoch": 0, "n_test": 1000}
 
 #: Architecture and optimisation shared by both scales: the paper's model with smaller widths (the CNN's
 #: input side is the scale's ``image_size``; the scale sets ``dim`` and ``dim_word``).
-MODEL = {"dim_image": 256, "backbone": "small_cnn", "cnn_width": 16, "batch_size": 128,
+MODEL: dict[str, Any] = {"dim_image": 256, "backbone": "small_cnn", "cnn_width": 16, "batch_size": 128,
          "lrate": 0.002, "dispFreq": 10}
 
 

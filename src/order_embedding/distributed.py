@@ -118,7 +118,7 @@ class _GatherRows(torch.autograd.Function):
     """Concatenate every process's rows in rank order; the backward pass sums the gradient over processes."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         ctx.sizes = sizes
         ctx.rank = dist.get_rank()
         longest = max(sizes)
@@ -129,7 +129,7 @@ class _GatherRows(torch.autograd.Function):
         return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])

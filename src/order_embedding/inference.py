@@ -5,9 +5,10 @@ These are the original project's plain names; :mod:`order_embedding` exports the
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,6 +205,7 @@ def images_from_files(model: LoadedModel, paths: Sequence[str | os.PathLike], ve
 
 def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose: bool = False):
     """:func:`images_from_files` for paths already checked by :func:`check_image_files`."""
+    assert model.config.backbone is not None  # check_image_files requires a pixel model
     return pixel_inputs(paths, model.config.backbone, model.config.backbone_options, train=False, verbose=verbose)
 
 

@@ -5,8 +5,9 @@ Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class Measure:
     errors: Callable[[Array, Array], Array]
     paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    topk: Callable[[np.ndarray, object, int], tuple[np.ndarray, np.ndarray]]
+    topk: Callable[[np.ndarray, Any, int], tuple[np.ndarray, np.ndarray]]
 
 
 #: The measures by the name that configs and run folders record (``method``).

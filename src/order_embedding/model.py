@@ -51,7 +51,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Build from a dict, rejecting unknown keys by name."""
         if not isinstance(d, dict):
             raise ValueError(f"the model section must be a JSON object, got {type(d).__name__}")
@@ -86,11 +86,11 @@ class SentenceEncoder(nn.Module):
         dim = self.gru.hidden_size
         with torch.no_grad():
             self.embedding.weight.uniform_(-0.1, 0.1)
-            self.gru.weight_ih_l0.uniform_(-0.1, 0.1)
+            self.gru.get_parameter("weight_ih_l0").uniform_(-0.1, 0.1)
             for k in range(3):
-                nn.init.orthogonal_(self.gru.weight_hh_l0[k * dim : (k + 1) * dim])
-            self.gru.bias_ih_l0.zero_()
-            self.gru.bias_hh_l0.zero_()
+                nn.init.orthogonal_(self.gru.get_parameter("weight_hh_l0")[k * dim : (k + 1) * dim])
+            self.gru.get_parameter("bias_ih_l0").zero_()
+            self.gru.get_parameter("bias_hh_l0").zero_()
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Final GRU states for padded ``tokens`` (batch x time, end-of-sentence included) of ``lengths``."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -146,7 +147,10 @@ def choice(*choices: str) -> Callable[[Any, str], str]:
 
 def at_least(minimum: int) -> Callable[[Any, str], int]:
     """A whole number >= ``minimum``."""
-    return lambda value, name="value": integer(value, name, minimum)
+    def parse(value: Any, name: str = "value") -> int:
+        return integer(value, name, minimum)
+
+    return parse
 
 
 def positive_number(value: Any, name: str = "value") -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,14 @@ class TrainState:
     batch: int = 0  #: batches done in the current epoch
     examples: int = 0  #: image-caption pairs seen
     best_score: float = -math.inf  #: best dev t2i R@1+R@5+R@10 so far
-    rng: dict[str, Any] | None = None  #: the batch order's NumPy generator state at the start of this epoch
+    rng: Mapping[str, Any] | None = None  #: the batch order's NumPy generator state at the start of this epoch
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in the checkpoint."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any, source: str) -> "TrainState":
+    def from_dict(cls, d: Any, source: str) -> TrainState:
         """Inverse of :meth:`to_dict`; anything else raises :class:`runs.RunError` naming ``source``."""
         names = {f.name for f in fields(cls)}
         if not isinstance(d, dict) or set(d) != names:
@@ -78,7 +79,7 @@ def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: flo
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in own]
     tuned = [p for p in net.parameters() if p.requires_grad and id(p) in own]
     groups = [{"params": rest, "lr": lrate}]
-    if tuned:
+    if tuned and backbone_lrate is not None:
         groups.append({"params": tuned, "lr": float(backbone_lrate)})
     return groups
 
@@ -203,7 +204,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
         vocab = Vocabulary.build(train.captions + dev_full.captions, n_words=opt["n_words"], lowercase=opt["lowercase"])
     train_ids = [vocab.encode(c) for c in train.captions]
     images = image_source(train, opt, verbose)
-    if opt["backbone"] is None and train.features.shape[1] != opt["dim_image"]:
+    if opt["backbone"] is None and train.features is not None and train.features.shape[1] != opt["dim_image"]:
         raise ValueError(f"training features are {train.features.shape[1]}-dimensional but dim_image is {opt['dim_image']}")
 
     # Model and optimizer
@@ -238,6 +239,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
         runs.save_json(run_dir / runs.CONFIG, {"kind": "caption-image", "model": config.to_dict(), "train": model.options})
     rng = np.random.default_rng(opt["seed"])
     if resuming:
+        assert state.rng is not None  # from_dict requires the state's rng
         rng.bit_generator.state = state.rng
 
     def log(record: dict[str, Any]) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .runs import RunError, load_json, save_json
 
@@ -43,7 +44,7 @@ class Vocabulary:
         self._index = index
 
     @classmethod
-    def build(cls, captions: Iterable[str], n_words: int | None = None, lowercase: bool = False) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], n_words: int | None = None, lowercase: bool = False) -> Vocabulary:
         """Vocabulary of all words in ``captions``, by descending frequency, ties by first occurrence."""
         counts: Counter[str] = Counter()
         for caption in captions:
@@ -93,7 +94,7 @@ class Vocabulary:
         return {"words": list(self.words), "n_words": self.n_words, "lowercase": self.lowercase}
 
     @classmethod
-    def from_dict(cls, d: Any, source: str = "vocabulary") -> "Vocabulary":
+    def from_dict(cls, d: Any, source: str = "vocabulary") -> Vocabulary:
         """Inverse of :meth:`to_dict`; ``n_words`` and ``lowercase`` may be absent. Errors name ``source``."""
         if not isinstance(d, dict) or not isinstance(d.get("words"), list):
             raise ValueError(f"{source}: expected a JSON object with a list \"words\"")
@@ -110,7 +111,7 @@ class Vocabulary:
         save_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+    def load(cls, path: str | os.PathLike) -> Vocabulary:
         """Read a vocabulary written by :meth:`save`; a missing or malformed file raises ``ValueError``."""
         try:
             d = load_json(path)

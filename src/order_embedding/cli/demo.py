@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Generate the shapes world, train the order and symmetric models from pixels, "
                                    "and print retrieval and hierarchy results. The full demo takes about 20 minutes on two CPU cores.")
     p.add_argument("--out", type=Path, default=Path("demo"), help="folder for data and runs (default: ./demo)")
-    p.add_argument("--quick", action="store_true", help="a small version (2,000 training images, 45 updates per model) that finishes in under a minute")
+    p.add_argument("--quick", action="store_true",
+                   help="a small version (2,000 training images, 45 updates per model) that finishes in under a minute")
     p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

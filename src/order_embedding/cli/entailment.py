@@ -117,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     if not generated and (args.quick or args.scenes):
         raise ValueError("--quick and --scenes are for the generated corpus; drop them with --snli or --*-file")
     config = _config(args, generated)
-    corpus = CorpusConfig(*(args.scenes or ()), seed=args.corpus_seed) if not args.quick else \
+    scenes = dict(zip(("train", "dev", "test"), args.scenes)) if args.scenes else {}
+    corpus = CorpusConfig(**scenes, seed=args.corpus_seed) if not args.quick else \
         CorpusConfig(QUICK_SCENES.train, QUICK_SCENES.dev, QUICK_SCENES.test, seed=args.corpus_seed)
     device = torch.device(args.device) if args.device else default_device()
     run_dir = args.save_dir / args.name

@@ -1,8 +1,8 @@
 """The ``--threads`` setting of the commands that train on the CPU."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 

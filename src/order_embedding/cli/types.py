@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..options import OptionError, device, integer, non_negative_number, plain_name, positive_int, positive_number
 

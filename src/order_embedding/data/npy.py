@@ -60,7 +60,7 @@ class NpyRows:
         start, stop, _ = key.indices(self.shape[0])
         out = np.empty((max(0, stop - start), self.shape[1]), dtype=self.dtype)
         if out.size:
-            view = memoryview(out.reshape(-1).view(np.uint8))
+            view = out.reshape(-1).view(np.uint8).data
             pos, done = self.offset + start * self.shape[1] * self.dtype.itemsize, 0
             while done < len(view):
                 n = os.preadv(self._fd, [view[done:]], pos + done)

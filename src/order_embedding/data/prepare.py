@@ -32,7 +32,7 @@ def _present_splits(json_path: Path) -> set[str]:
             images = json.load(f).get("images", [])
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise DataError(f"{json_path}: not a readable Karpathy dataset file ({e})") from None
-    return {im.get("split") for im in images if isinstance(im, dict)}
+    return {im["split"] for im in images if isinstance(im, dict) and isinstance(im.get("split"), str)}
 
 
 def first_captions(split: Split, k: int) -> Split:

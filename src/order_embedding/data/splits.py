@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -101,7 +101,7 @@ class Split:
         """Number of captions."""
         return len(self.captions)
 
-    def subset(self, image_indices: Sequence[int] | np.ndarray) -> "Split":
+    def subset(self, image_indices: Sequence[int] | np.ndarray) -> Split:
         """The given images (in the given order) and their captions (in caption order), reindexed."""
         idx = np.asarray(image_indices, dtype=np.int64).reshape(-1)
         n = self.n_images
@@ -124,7 +124,7 @@ class Split:
             image_root=self.image_root,
         )
 
-    def fold(self, k: int, size: int = FOLD_SIZE) -> "Split":
+    def fold(self, k: int, size: int = FOLD_SIZE) -> Split:
         """Images ``size*k .. size*k+size-1`` (fewer if the split ends first) and their captions: COCO 1K protocol."""
         if k < 0 or size < 1 or size * k >= self.n_images:
             raise DataError(

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: Lines read at once by :func:`read_caption_chunks`.
 CAPTION_CHUNK = 65536

@@ -110,7 +110,8 @@ def sentence_errors(net: EntailmentModel, vocab: Vocabulary, premises: list[str]
         raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
     if not premises:
         return np.zeros(0)
-    model = LoadedModel(net, vocab)
+    # encode_sentences reads only encode_text, config.dim and the parameters' device, which both networks have.
+    model = LoadedModel(net, vocab)  # type: ignore[arg-type]
     p = torch.from_numpy(encode_sentences(model, premises, batch_size=512))
     h = torch.from_numpy(encode_sentences(model, hypotheses, batch_size=512))
     return pair_errors(p, h, net.config.method).double().numpy()
@@ -208,7 +209,7 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
     optimizer = make_optimizer(cfg.optimizer, [{"params": params, "lr": cfg.lrate}], cfg.lrate)
     targets = torch.from_numpy(train.entailed)
     start = time.time()
-    state = {"uidx": 0, "epoch": 0, "examples": 0, "best": -1.0, "best_uidx": 0}
+    state: dict[str, Any] = {"uidx": 0, "epoch": 0, "examples": 0, "best": -1.0, "best_uidx": 0}
 
     def log(record: dict[str, Any]) -> None:
         if run_dir is not None:

@@ -138,6 +138,7 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
         if form == "jsonl":
             _json_pair(pairs, where, text)
         elif form == "tab":
+            assert columns is not None  # read from the header row that set the form
             fields = text.split("\t")
             if len(fields) <= max(columns):
                 raise EntailmentDataError(f"{where}: {len(fields)} tab-separated fields, the header needs {max(columns) + 1}")
@@ -175,7 +176,10 @@ def read_snli(data_dir: str | os.PathLike | None, files: dict[str, str | os.Path
         raise ValueError(f"unknown split(s) {unknown}; the splits are {', '.join(SPLITS)}")
     out = {}
     for split in SPLITS:
-        if split not in files and data_dir is None:
+        if split in files:
+            out[split] = read_pairs(files[split])
+        elif data_dir is None:
             raise EntailmentDataError(f"no file for the {split} split: name a data folder or the {split} file")
-        out[split] = read_pairs(files[split] if split in files else find_split(data_dir, split))
+        else:
+            out[split] = read_pairs(find_split(data_dir, split))
     return out

@@ -153,6 +153,7 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     x, z = gathered.view(len(pairs), 2, -1).unbind(1)
     loss = hinge_loss(pair_errors(x, z, measure), labels, margin)
     loss.backward()
+    assert gathered.grad is not None  # set by backward: gathered requires grad
     grad.index_add_(0, rows, gathered.grad)
     weight.grad = grad
     optimizer.step()
@@ -183,7 +184,7 @@ def train_embeddings(
     n_train = len(data.train) * (1 + cfg.negatives)
     per_epoch = math.ceil(n_train / cfg.batch_size)
     start = time.time()
-    best = {"accuracy": -1.0, "threshold": 0.0, "epoch": 0, "uidx": 0, "weights": None}
+    best: dict[str, Any] = {"accuracy": -1.0, "threshold": 0.0, "epoch": 0, "uidx": 0, "weights": None}
     uidx = examples = 0
     loss_sum, loss_count = 0.0, 0
 

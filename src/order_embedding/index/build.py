@@ -5,8 +5,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -63,8 +63,9 @@ def build_index(
     if images is not None:
         paths = list(images)
         check_image_files(model, paths)
-        source = _ImageBlocks(model, paths)
+        source: _ImageBlocks | NpyRows | np.ndarray = _ImageBlocks(model, paths)
     else:
+        assert features is not None  # exactly one of features and images, checked above
         if model.config.backbone is not None:
             raise ValueError("this model reads pixels: index its image files instead of feature rows")
         source = NpyRows(features) if not isinstance(features, np.ndarray) else features
@@ -137,7 +138,7 @@ def write_bounds(im, path: str | os.PathLike, step: float, block: int = 4 * LEVE
                  progress: bool = False) -> None:
     """Write the bound rows of images ``im`` (any 2-D array-like, read in blocks) to an ``.npy`` file."""
     n, dim = im.shape
-    writer = NpyWriter(path, (n, padded_dim(dim)), np.uint8)
+    writer = NpyWriter(path, (n, padded_dim(dim)), np.dtype(np.uint8))
     for b0 in tqdm(range(0, n, block), desc="bounds", unit="block", disable=not progress):
         writer.write(image_levels(np.asarray(im[b0 : b0 + block]), step))
     writer.close()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -91,8 +91,8 @@ class Index:
         """The image file of each row, for indexes built from image files (else None); read once."""
         if self._files is None and (self.path / FILES).is_file():
             try:
-                files = runs.read_regular(self.path / FILES, MAX_FILES_BYTES * max(1, len(self)), "image list")
-                files = files.decode("utf-8").splitlines()
+                raw = runs.read_regular(self.path / FILES, MAX_FILES_BYTES * max(1, len(self)), "image list")
+                files = raw.decode("utf-8").splitlines()
             except UnicodeDecodeError:
                 raise IndexFileError(f"{self.path / FILES}: not UTF-8 text") from None
             except runs.RunError as e:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import mmap
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numba
 import numpy as np
@@ -216,7 +216,7 @@ def convert_into(x: np.ndarray, out: np.ndarray) -> None:
 @njit(inline="always", cache=True)
 def _after(e1: np.float32, i1: np.int64, e2: np.float32, i2: np.int64) -> bool:
     """Whether (e1, i1) comes after (e2, i2): larger error, or equal error and larger index."""
-    return e1 > e2 or (e1 == e2 and i1 > i2)
+    return bool(e1 > e2 or (e1 == e2 and i1 > i2))
 
 
 @njit(inline="always", boundscheck=False, cache=True)

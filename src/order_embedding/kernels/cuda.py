@@ -170,11 +170,11 @@ def _launch(sp: torch.Tensor, imp: torch.Tensor, out: torch.Tensor, n: int, m: i
         _order_error_kernel[grid](sp, imp, out, n, m, d, out.stride(0), col_base, PANEL_ROWS=PANEL, KEYS=keys,
                                   **config)
     else:
-        def grid(meta: dict) -> tuple[int, int]:
+        def tuned_grid(meta: dict) -> tuple[int, int]:
             return triton.cdiv(n, meta["TM"] * meta["GM"]), triton.cdiv(m, meta["TN"] * meta["GN"])
 
         with torch.cuda.device(sp.device):
-            _tuned_error_kernel[grid](sp, imp, out, n, m, d, out.stride(0), col_base, PANEL_ROWS=PANEL, KEYS=keys)
+            _tuned_error_kernel[tuned_grid](sp, imp, out, n, m, d, out.stride(0), col_base, PANEL_ROWS=PANEL, KEYS=keys)
 
 
 def order_error_matrix_cuda(s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:

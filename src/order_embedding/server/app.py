@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request

@@ -59,9 +59,9 @@ def read_log(run_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     for rec in runs.read_metrics(run_dir):
         if not isinstance(rec, dict) or rec.get("event") not in ("train", "valid"):
             continue
-        name = rec.get("model") if isinstance(rec.get("model"), str) else ""
+        name = rec["model"] if isinstance(rec.get("model"), str) else ""
         group = groups.setdefault(name, {"train": [], "valid": []})
-        point = {k: _number(rec.get(k)) for k in ("examples", "uidx", "epoch", "time")}
+        point: dict[str, Any] = {k: _number(rec.get(k)) for k in ("examples", "uidx", "epoch", "time")}
         if point["examples"] is None:
             continue
         if rec["event"] == "train":
@@ -82,8 +82,8 @@ def _best(valid: list[dict[str, Any]]) -> dict[str, Any] | None:
             if v is not None:
                 return v
         t = p["t2i"] or {}
-        parts = [t.get(k) for k in ("R@1", "R@5", "R@10")]
-        return sum(parts) if all(x is not None for x in parts) else -math.inf
+        parts = [t[k] for k in ("R@1", "R@5", "R@10") if t.get(k) is not None]
+        return sum(parts) if len(parts) == 3 else -math.inf
     scored = [p for p in valid if key(p) > -math.inf]
     return max(scored, key=key) if scored else None
 
@@ -159,8 +159,8 @@ class RunFolders:
             cfg = self.config(run_id)
             kind = cfg.get("kind", "caption-image")
             row["kind"] = kind if isinstance(kind, str) else str(kind)
-            train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
-            model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+            train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
+            model = cfg["model"] if isinstance(cfg.get("model"), dict) else {}
             if row["kind"] == "caption-image":
                 if not model:
                     raise runs.RunError(f"{run_dir / runs.CONFIG}: no 'model' section")

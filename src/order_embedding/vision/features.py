@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ class _ClipImage(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # open_clip's models are untyped: encode_image is not known to nn.Module
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
@@ -258,7 +259,7 @@ def extract_features(
     if not splits:
         raise DataError(f"{data_dir}: no {{split}}_images.txt image lists (run 'order-embedding prepare' first)")
     out_dir = data_dir / "images" / name
-    todo: list[tuple[str, Path, list[str], str]] = []
+    todo: list[tuple[str, Path, list[str], str | None]] = []
     report: dict[str, dict[str, Any]] = {}
     for split in splits:
         out_path = out_dir / f"{split}.npy"

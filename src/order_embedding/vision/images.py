@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def load_pixels(paths: Sequence[str | os.PathLike], image_size: int, verbose: bo
             with Image.open(path) as img:
                 img = img.convert("RGB")
                 if img.size != (image_size, image_size):
-                    img = img.resize((image_size, image_size), Image.BILINEAR)
+                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(img).transpose(2, 0, 1)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from None
@@ -98,7 +99,7 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
         new = (size, int(size * h / w))
     else:
         new = (int(size * w / h), size)
-    return img.resize(new, Image.BILINEAR)
+    return img.resize(new, Image.Resampling.BILINEAR)
 
 
 def crop_boxes(width: int, height: int, size: int) -> list[tuple[int, int]]:
@@ -119,7 +120,7 @@ def crop_tensor(x: torch.Tensor, size: int, n_crops: int) -> torch.Tensor:
     boxes = crop_boxes(x.shape[2], x.shape[1], size)
     if n_crops == 1:
         boxes = boxes[4:]
-    out = torch.stack([x[:, t : t + size, l : l + size] for t, l in boxes])
+    out = torch.stack([x[:, top : top + size, left : left + size] for top, left in boxes])
     return torch.cat([out, out.flip(-1)]) if n_crops == 10 else out
 
 
@@ -157,7 +158,7 @@ def train_crop(img: Image.Image, image_size: int, mean: Sequence[float], std: Se
 
     img = transforms.RandomResizedCrop(image_size)(img)
     if torch.rand(()) < 0.5:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return normalized_tensor(img, mean, std)
 
 
@@ -178,7 +179,7 @@ class _FileLoader:
             raise ValueError(f"cannot read image {self.paths[i]}: {e}") from None
         return make(img)
 
-    def load(self, indices: Sequence[int], make) -> torch.Tensor:
+    def load(self, indices: Sequence[int] | np.ndarray, make) -> torch.Tensor:
         """``make(image)`` of each image ``indices``, stacked."""
         idx = [int(i) for i in indices]
         if self.workers > 1 and len(idx) > 1:
