@@ -152,8 +152,8 @@ def lock_held(path: Path) -> bool:
 
 
 def flat_options(value: Any, prefix: str = "") -> dict[str, Any]:
-    """A config section as ``{"a.b": value}`` with nested objects flattened (lists kept whole)."""
-    if not isinstance(value, dict):
+    """A config section as ``{"a.b": value}`` with nested objects flattened (lists and empty objects kept whole)."""
+    if not isinstance(value, dict) or (not value and prefix):
         return {prefix: value}
     out: dict[str, Any] = {}
     for k, v in value.items():
