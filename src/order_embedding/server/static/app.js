@@ -456,7 +456,7 @@ function findRocs(obj, prefix, out) {
 function figuresTable(columns) {
   const flat = columns.map(([, v]) => flatFigures(v, "", {}));
   const keys = [...new Set(flat.flatMap(f => Object.keys(f)))];
-  return `<table class="table figures"><tr><th></th>${columns.map(([n]) => `<th>${esc(n)}</th>`).join("")}</tr>` +
+  return `<table class="table figures by-column"><tr><th></th>${columns.map(([n]) => `<th>${esc(n)}</th>`).join("")}</tr>` +
     keys.map(k => `<tr><td>${esc(k)}</td>${flat.map(f => `<td class="num">${k in f ? esc(fmtValue(f[k])) : "–"}</td>`).join("")}</tr>`).join("") + "</table>";
 }
 function renderFigures(obj, title, depth) {
