@@ -201,7 +201,7 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     # Compare: the options of the ticked runs side by side, differences marked; one search, both models.
     browser.get(url + "/#compare")
     for other in ("halfway", "hyper"):  # compare the two trained models only
-        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'.compare-check[data-run="{other}"]'))
+        wait(browser, lambda d, other=other: d.find_elements(By.CSS_SELECTOR, f'.compare-check[data-run="{other}"]'))
         browser.find_element(By.CSS_SELECTOR, f'.compare-check[data-run="{other}"]').click()
     wait(browser, lambda d: d.execute_script(
         "return [...document.querySelectorAll('#compare-options th')].map(t => t.textContent).join(',')") == "option,order,symmetric")
@@ -266,7 +266,8 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
             pick(browser, "search-split", split)
         else:
             pick(browser, "search-run", run)
-        wait(browser, lambda d: (lambda s: s["run"] == run and s["split"] == split and len(s["items"]) == 10)(search_shown(d)))
+        wait(browser, lambda d, run=run, split=split: (lambda s: s["run"] == run and s["split"] == split
+                                                               and len(s["items"]) == 10)(search_shown(d)))
         shown = search_shown(browser)
         assert shown["items"] == [r["image"] for r in want["results"]]
         assert f"run {run}, {split} split" in shown["note"]

@@ -670,7 +670,7 @@ def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp
     assert len(parsed) == 1  # the split names, read once
     assert c.get("/api/search", params={"run": "order", "split": "val", "q": "a red dot", "k": 4}).status_code == 200
     assert c.get("/api/search", params={"run": "order", "split": "nope", "q": "a"}).status_code == 404
-    assert len(parsed) == 2  # and the val split itself
+    assert len(parsed) == 3  # and the val split itself, and its scenes for the truth marks (none in this file)
 
 
 def test_a_burst_shares_one_preparation_and_expensive_work_runs_one_at_a_time(ws, monkeypatch):

@@ -471,18 +471,36 @@ function renderFigures(obj, title, depth) {
     html += `<table class="table figures">${scalars.map(([k, v]) => `<tr><td>${esc(k)}</td><td class="num">${esc(fmtValue(v))}</td></tr>`).join("")}</table>`;
   }
   const baselineCols = baselines ? Object.entries(baselines).map(([n, v]) => [`baseline: ${n}`, isPlain(v) ? { value: v } : v]) : [];
-  const figureSets = objects.filter(([, v]) => Object.values(v).some(x => isPlain(x) || (x && typeof x === "object" && !Array.isArray(x))));
-  if (figureSets.length >= 2 || (baselineCols.length && (figureSets.length || scalars.length))) {
-    const cols = figureSets.length ? figureSets : [["this model", Object.fromEntries(scalars)]];
-    html += figuresTable(cols.concat(baselineCols));
-    for (const [k, v] of figureSets) {
-      const inner = Object.entries(v).filter(([, x]) => Array.isArray(x) && x.some(y => y && typeof y === "object"));
-      for (const [lk, lv] of inner) html += listTable(`${k}: ${lk}`, lv);
-      if (typeof v.protocol === "string") html += `<p class="protocol">${esc(k)} protocol: ${esc(v.protocol)}</p>`;
+  // Sibling objects that report the same figures (mostly the same keys) share one table, a column each;
+  // the baselines join the group whose figures they share most.
+  const keysOf = v => Object.keys(flatFigures(v, "", {}));
+  const overlap = (a, b) => a.filter(k => b.includes(k)).length / Math.max(1, Math.min(a.length, b.length));
+  const groups = [];
+  for (const entry of objects) {
+    const keys = keysOf(entry[1]);
+    const g = groups.find(g => overlap(g.keys, keys) >= 0.5);
+    if (g) { g.cols.push(entry); g.keys = [...new Set(g.keys.concat(keys))]; } else groups.push({ keys, cols: [entry] });
+  }
+  if (baselineCols.length) {
+    const bkeys = [...new Set(baselineCols.flatMap(([, v]) => keysOf(v)))];
+    const scalarKeys = scalars.map(([k]) => k);
+    const best = groups.map(g => overlap(g.keys, bkeys)).reduce((bi, o, i, all) => (o > all[bi] ? i : bi), 0);
+    if (groups.length && overlap(groups[best].keys, bkeys) > 0) groups[best].baselines = baselineCols;
+    else if (overlap(scalarKeys, bkeys) > 0) groups.push({ keys: scalarKeys, cols: [["this model", Object.fromEntries(scalars)]], baselines: baselineCols });
+    else groups.push({ keys: bkeys, cols: [], baselines: baselineCols });
+  }
+  for (const g of groups) {
+    if (g.cols.length >= 2 || g.baselines) {
+      html += figuresTable(g.cols.concat(g.baselines || []));
+      for (const [k, v] of g.cols) {
+        for (const [lk, lv] of Object.entries(v).filter(([, x]) => Array.isArray(x) && x.some(y => y && typeof y === "object"))) {
+          html += listTable(`${k}: ${lk}`, lv);
+        }
+        if (typeof v.protocol === "string") html += `<p class="protocol">${esc(k)} protocol: ${esc(v.protocol)}</p>`;
+      }
+    } else {
+      for (const [k, v] of g.cols) html += renderFigures(v, k, depth + 1);
     }
-  } else {
-    for (const [k, v] of objects) html += renderFigures(v, k, depth + 1);
-    if (baselineCols.length) html += figuresTable(baselineCols);
   }
   for (const [k, v] of lists) {
     if (v.some(y => y && typeof y === "object")) html += listTable(k, v);
