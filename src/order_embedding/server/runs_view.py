@@ -25,6 +25,8 @@ MAX_LOGS = 64
 #: The final figures a run folder may record (a JSON object), and the most bytes read of it.
 RESULTS = "results.json"
 MAX_RESULTS_BYTES = 16 * 2**20
+#: Record times from this on are wall-clock times (seconds since 1970); smaller ones count from the run's start.
+WALL_CLOCK = 1e9
 #: Where Linux lists the file locks held on the machine (absent elsewhere).
 PROC_LOCKS = Path("/proc/locks")
 
@@ -297,9 +299,8 @@ class RunFolders:
             log, facts = self._records(run_dir)
             if facts["finished"] is not None and row["status"] != "training":
                 row["status"] = "finished"
-            row["start"] = facts["start"]
-            if facts["start"] is not None:
-                row["duration"] = facts["end"] - facts["start"]
+            if facts["start"] is not None and facts["start"] >= WALL_CLOCK:
+                row["start"], row["duration"] = facts["start"], facts["end"] - facts["start"]
             row["models"] = sorted(log)
             bests = {name: _best(g["valid"]) for name, g in log.items()}
             row["best"] = {name: b for name, b in bests.items() if b is not None} or None
@@ -311,6 +312,8 @@ class RunFolders:
             row["searchable"] = row["task"] == "caption-image" and row["has_model"]
             results = self.results(run_id)
             row["has_results"] = results is not None
+            if row["duration"] is None and results is not None:
+                row["duration"] = _number(results.get("seconds"))
             if results is not None and isinstance(results.get("kind"), str):
                 row["kind"] = results["kind"]
         except Exception as e:  # one unreadable run is an error row, never a failed listing

@@ -97,7 +97,7 @@ function lineChart(container, series, options) {
   const xticks = options.logX ? logTicks(x0, x1) : niceTicks(x0, x1, 5);
   for (const t of xticks) {
     el("line", { x1: sx(t), x2: sx(t), y1: T, y2: H - B }, grid);
-    const lbl = t >= 1e4 ? (t / 1000) + "k" : +t.toPrecision(4);
+    const lbl = t >= 1e4 ? +(t / 1000).toPrecision(6) + "k" : +t.toPrecision(6);
     el("text", { x: sx(t), y: H - B + 13, "text-anchor": "middle" }, axis).textContent = lbl;
   }
   el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B }, axis);
