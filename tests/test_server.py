@@ -626,7 +626,7 @@ def test_a_bad_index_is_one_line_at_startup_and_in_index_search(ws, tmp_path):
     cases = {"no-count": ({k: v for k, v in meta.items() if k != "count"}, "count must be a whole number, got None"),
              "bad-dtype": ({**meta, "dtype": "int8"}, "dtype must be one of float16, float32, got 'int8'"),
              "bad-measure": ({**meta, "method": "euclid"}, "method must be one of order, cosine, got 'euclid'")}
-    for name, (bad, message) in cases.items():
+    for name, (bad, _) in cases.items():
         shutil.copytree(good, tmp_path / name)
         (tmp_path / name / "index.json").write_text(json.dumps(bad))
     before = disk_state(tmp_path)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -145,7 +146,7 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
         return await run_in_threadpool(one_run, run_id)
 
     @app.get("/api/metrics")
-    async def metrics(run: list[str] = Query(..., max_length=32)) -> dict[str, Any]:
+    async def metrics(run: Annotated[list[str], Query(max_length=32)]) -> dict[str, Any]:
         """Training and validation points of the given runs, grouped by model, against examples seen."""
         answers = [await run_in_threadpool(store.log, r) for r in run]
         return {"runs": [{**a, "error": a["error"] and view.text(a["error"])} for a in answers]}

@@ -6,8 +6,9 @@ need different ones queue for the workers instead of each taking its own memory.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from .cache import LRU
 

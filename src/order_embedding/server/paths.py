@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: An absolute path inside a message: starts with "/" after a space, quote or bracket.
 _ABSOLUTE = re.compile(r"(?<![\w.~\-/])/[^\s'\"`,;:()\[\]{}<>]+")
