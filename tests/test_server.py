@@ -760,6 +760,21 @@ def test_runs_rows_name_status_times_score_and_every_option(ws, tmp_path, monkey
     assert again["options"]["backbone_options.width"] == 4
 
 
+def test_a_held_lock_is_seen_with_and_without_the_systems_lock_list(tmp_path, monkeypatch):
+    from order_embedding.server import runs_view
+
+    run = tmp_path / "run"
+    lock = runs.lock_run(run)
+    assert runs_view.lock_held(run / runs.LOCK)
+    monkeypatch.setattr(runs_view, "PROC_LOCKS", tmp_path / "no-such-list")  # the probe by a shared lock
+    assert runs_view.lock_held(run / runs.LOCK)
+    lock.close()
+    assert not runs_view.lock_held(run / runs.LOCK)
+    runs.lock_run(run).close()  # looking took no lock: a trainer can still take it
+    monkeypatch.undo()
+    assert not runs_view.lock_held(run / runs.LOCK) and not runs_view.lock_held(tmp_path / "absent")
+
+
 def test_learning_rate_changes_follow_the_schedule(ws, tmp_path):
     run = tmp_path / "runs" / "stepped"
     shutil.copytree(ws["runs"] / "order", run)

@@ -3,7 +3,7 @@
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 const SVGNS = "http://www.w3.org/2000/svg";
-const state = { runs: [], selected: null, page: "runs", browseOffset: 0, browseSeq: 0, imageShown: false };
+const state = { runs: [], selected: null, page: "runs", browseOffset: 0, browseSeq: 0, curvesSeq: 0, imageShown: false };
 
 // ------------------------------------------------------------------ helpers
 
@@ -624,7 +624,9 @@ async function renderCurves() {
     return;
   }
   charts.innerHTML = `<p class='hint'>${esc(waitNote(runsToShow.map(r => r.id), split) || "computing ranks…")}</p>`;
+  const seq = ++state.curvesSeq;
   const results = await Promise.all(runsToShow.map(r => api("/api/curves", { run: r.id, split }).catch(e => ({ run: r.id, error: e.message }))));
+  if (seq !== state.curvesSeq) return;  // the split changed meanwhile: a newer request draws
   charts.innerHTML = "";
   const ok = results.find(r => !r.error);
   document.getElementById("curves-protocol").innerHTML = ok ? `<span class="protocol">${esc(ok.protocol)}</span> (the demo's and the paper's 1K figures are means over folds of 1,000 images: see Results)` : "";
