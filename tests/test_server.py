@@ -41,7 +41,8 @@ def build_workspace(root: Path) -> dict[str, Path]:
 
     Runs: ``order`` and ``symmetric`` (trained), ``broken`` (config.json is not JSON),
     ``halfway`` (config and a metrics log ending in a half-written line, no model yet)
-    and ``hyper`` (a hypernym run logging dev accuracy for two measures).
+    and ``hyper`` (a hypernym run logging dev accuracy for two measures). The data folder
+    also describes each image's one object in a shapes-world scene file (``dataset_shapes.json``).
     """
     from PIL import Image
 
@@ -50,6 +51,7 @@ def build_workspace(root: Path) -> dict[str, Path]:
     (data / "pics").mkdir()
     rng = np.random.default_rng(0)
     k = 0
+    scenes = []
     for split, n in SPLITS.items():
         captions, files, features = [], [], []
         for _ in range(n):
@@ -60,6 +62,8 @@ def build_workspace(root: Path) -> dict[str, Path]:
             features.append(f + 0.1 * rng.standard_normal(8).astype(np.float32))
             captions += [f"a {colour} {shape}", f"a {colour} shape", f"a {shape}", f"something {colour}",
                          f"the {colour} {shape} here"]
+            scenes.append({"split": "val" if split == "dev" else split, "sentences": [{"raw": c} for c in captions[-5:]],
+                           "objects": [{"shape": shape, "colour": colour, "size": "small", "position": "centre"}]})
             name = f"pics/{k:04d}.png"
             k += 1
             Image.new("RGB", (32, 32), COLOURS[colour]).save(data / name)
@@ -67,6 +71,7 @@ def build_workspace(root: Path) -> dict[str, Path]:
         (data / f"{split}.txt").write_text("\n".join(captions) + "\n")
         (data / f"{split}_images.txt").write_text("\n".join(files) + "\n")
         np.save(data / "images" / "10crop" / f"{split}.npy", np.stack(features))
+    (data / "dataset_shapes.json").write_text(json.dumps({"images": scenes}))
     runs_dir = root / "runs"
     for preset in ("order", "symmetric"):
         trainer(preset, name=preset, save_dir=str(runs_dir), data=str(data), max_epochs=4, batch_size=16,
@@ -172,6 +177,7 @@ def test_runs_lists_every_folder_with_errors_as_rows(client, ws):
     assert hyper["kind"] == "hypernym" and not hyper["searchable"]
     assert hyper["best"]["order"]["dev_accuracy"] == 85.5 and hyper["best"]["cosine"]["dev_accuracy"] == 62.5
     assert hyper["hyperparameters"]["order.margin"] == 1.0
+    assert hyper["start"] is None and hyper["duration"] is None  # its record times (0-2) are not clock times
     one = client.get("/api/runs/order").json()
     config = json.loads((ws["runs"] / "order" / runs.CONFIG).read_text())
     assert sorted(one["config"]) == sorted(config) and one["config"]["model"] == config["model"]
@@ -657,7 +663,9 @@ def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp
     data = karpathy_data(ws, tmp_path / "karpathy")
     parsed = []
     real_load = json.load
-    monkeypatch.setattr(data_splits.json, "load", lambda f, **kw: parsed.append(f.name) or real_load(f, **kw))
+    # only this data set's file counts (a preparation of another test's data may still be reading its own)
+    monkeypatch.setattr(data_splits.json, "load",
+                        lambda f, **kw: (Path(f.name).parent == data and parsed.append(f.name)) or real_load(f, **kw))
     c = TestClient(create_app(ws["runs"], data_dir=data, prepare=False))
     for i in range(50):
         r = c.get("/api/search", params={"run": "order", "split": f"x{i}", "q": "a red dot"})
@@ -665,7 +673,7 @@ def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp
     assert len(parsed) == 1  # the split names, read once
     assert c.get("/api/search", params={"run": "order", "split": "val", "q": "a red dot", "k": 4}).status_code == 200
     assert c.get("/api/search", params={"run": "order", "split": "nope", "q": "a"}).status_code == 404
-    assert len(parsed) == 2  # and the val split itself
+    assert len(parsed) == 3  # and the val split itself, and its scenes for the truth marks (none in this file)
 
 
 def test_a_burst_shares_one_preparation_and_expensive_work_runs_one_at_a_time(ws, monkeypatch):
@@ -704,3 +712,163 @@ def test_a_burst_shares_one_preparation_and_expensive_work_runs_one_at_a_time(ws
                     errors = numpy_errors(model.config.method, encode_sentences(model, [sentence]), im)[0]
                     got = answer["results"]
                     assert_top(errors, [x["image"] for x in got], [x["error"] for x in got], k)
+
+
+# ---------------------------------------------------------------------- runs table, results, probe, truth
+
+
+def test_runs_rows_name_status_times_score_and_every_option(ws, tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    for name in ("stopped", "finished", "training"):
+        shutil.copytree(ws["runs"] / "order", folder / name)
+    runs.append_metrics(folder / "finished", {"event": "finished", "time": 1e10})
+    lock = runs.lock_run(folder / "training")  # what a trainer holds while it writes the folder
+    try:
+        monkeypatch.chdir(tmp_path)
+        body = TestClient(create_app("many")).get("/api/runs").json()
+    finally:
+        lock.close()
+    assert body["runs_dir"] == "many"  # the folder as it was given
+    rows = {r["id"]: r for r in body["runs"]}
+    assert {n: rows[n]["status"] for n in rows} == {"stopped": "stopped", "finished": "finished", "training": "training"}
+    logged = records(ws["runs"] / "order")
+    times = [r["time"] for r in logged]
+    row = rows["stopped"]
+    assert row["start"] == min(times) and row["duration"] == pytest.approx(max(times) - min(times))
+    assert rows["finished"]["duration"] == pytest.approx(1e10 - min(times))
+    valid = [r for r in logged if r["event"] == "valid"]
+    assert row["best_score"] == {"": max(r["t2i"]["R@1"] + r["t2i"]["R@5"] + r["t2i"]["R@10"] for r in valid)}
+    config = json.loads((ws["runs"] / "order" / runs.CONFIG).read_text())
+    everything = {}
+    for key, value in {**config["model"], **config["train"]}.items():
+        if isinstance(value, dict) and value:
+            everything.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            everything[key] = value
+    assert set(row["options"]) == set(everything)
+    for key, value in everything.items():
+        if not (isinstance(value, str) and value.startswith("/")):
+            assert row["options"][key] == value, key
+    assert row["options"]["cnn"] == "10crop" and row["kind"] == row["task"] == "caption-image"
+    # a run reading pixels through a backbone used no features: no cnn among its options
+    pixel = folder / "stopped"
+    config["train"]["backbone"] = config["model"]["backbone"] = "small_cnn"
+    config["model"]["backbone_options"] = config["train"]["backbone_options"] = {"image_size": 16, "width": 4}
+    runs.save_json(pixel / runs.CONFIG, config)
+    again = {r["id"]: r for r in TestClient(create_app(folder)).get("/api/runs").json()["runs"]}["stopped"]
+    assert "cnn" not in again["options"] and "cnn" not in again["hyperparameters"]
+    assert again["options"]["backbone_options.width"] == 4
+
+
+def test_a_held_lock_is_seen_with_and_without_the_systems_lock_list(tmp_path, monkeypatch):
+    from order_embedding.server import runs_view
+
+    run = tmp_path / "run"
+    lock = runs.lock_run(run)
+    assert runs_view.lock_held(run / runs.LOCK)
+    monkeypatch.setattr(runs_view, "PROC_LOCKS", tmp_path / "no-such-list")  # the probe by a shared lock
+    assert runs_view.lock_held(run / runs.LOCK)
+    lock.close()
+    assert not runs_view.lock_held(run / runs.LOCK)
+    runs.lock_run(run).close()  # looking took no lock: a trainer can still take it
+    monkeypatch.undo()
+    assert not runs_view.lock_held(run / runs.LOCK) and not runs_view.lock_held(tmp_path / "absent")
+
+
+def test_learning_rate_changes_follow_the_schedule(ws, tmp_path):
+    run = tmp_path / "runs" / "stepped"
+    shutil.copytree(ws["runs"] / "order", run)
+    config = json.loads((run / runs.CONFIG).read_text())
+    config["train"].update(lrate=0.01, lr_update=3, max_epochs=10)
+    runs.save_json(run / runs.CONFIG, config)
+    app = TestClient(create_app(tmp_path / "runs"))
+    expected = [{"epoch": e, "lr": 0.01 * 0.1 ** (e // 3)} for e in (3, 6, 9)]
+    row = app.get("/api/runs").json()["runs"][0]
+    assert [c["epoch"] for c in row["lr_changes"]] == [3, 6, 9]
+    assert [c["lr"] for c in row["lr_changes"]] == pytest.approx([c["lr"] for c in expected])
+    assert app.get("/api/metrics", params={"run": "stepped"}).json()["runs"][0]["lr_changes"] == row["lr_changes"]
+
+
+def test_results_are_read_from_the_run_folder_once_per_change(ws, tmp_path):
+    run = tmp_path / "runs" / "demo-order"
+    shutil.copytree(ws["runs"] / "order", run)
+    figures = {"kind": "demo", "protocol": "mean over 5 folds of 1,000 test images",
+               "order": {"t2i": {"R@1": 50.5}}, "baselines": {"word count": {"t2i": {"R@1": 10.0}}},
+               "roc": {"auc": 0.75, "fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.9, 1.0]}}
+    (run / "results.json").write_text(json.dumps(figures))
+    app = TestClient(create_app(tmp_path / "runs"))
+    row = app.get("/api/runs").json()["runs"][0]
+    assert row["has_results"] and row["kind"] == "demo" and row["task"] == "caption-image" and row["searchable"]
+    got = app.get("/api/results", params={"run": "demo-order"}).json()
+    assert got["results"] == figures and got["kind"] == "demo"
+    # the same bytes' length and time in place: still the parsed copy (not read again per request) ...
+    stat = (run / "results.json").stat()
+    changed = json.dumps({**figures, "protocol": "X" * len(figures["protocol"])})
+    assert len(changed) == len(json.dumps(figures))
+    (run / "results.json").write_text(changed)
+    os.utime(run / "results.json", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert app.get("/api/results", params={"run": "demo-order"}).json()["results"] == figures
+    # ... and a rewritten file is read again
+    (run / "results.json").write_text(json.dumps({"kind": "demo", "protocol": "5K"}))
+    assert app.get("/api/results", params={"run": "demo-order"}).json()["results"]["protocol"] == "5K"
+    assert app.get("/api/results", params={"run": "order"}).status_code == 404  # not under this folder
+    (run / "results.json").write_text("[1, 2]")
+    assert app.get("/api/results", params={"run": "demo-order"}).status_code == 409
+
+
+def test_probe_errors_match_the_formula_on_the_encoded_sentences(client, reference):
+    for name in ("order", "symmetric"):
+        model = reference[name]["model"]
+        got = client.get("/api/probe", params={"run": name, "a": "a Red shape.", "b": "a red square zzz"}).json()
+        assert got["a"]["tokens"] == ["a", "red", "shape"] and got["a"]["unknown"] == []
+        assert got["b"]["unknown"] == ["zzz"]
+        v = encode_sentences(model, ["a red shape", "a red square zzz"]).astype(np.float64)
+        if name == "order":
+            e_ab, e_ba = (np.maximum(0, v[0] - v[1]) ** 2).sum(), (np.maximum(0, v[1] - v[0]) ** 2).sum()
+        else:
+            e_ab = e_ba = -(v[0] @ v[1])
+        assert got["method"] == model.config.method
+        assert (got["E_ab"], got["E_ba"]) == pytest.approx((e_ab, e_ba), rel=1e-4, abs=1e-6)
+        img = client.get("/api/probe", params={"run": name, "a": "a red square", "image": 3}).json()
+        s = encode_sentences(model, ["a red square"])
+        errors = numpy_errors(model.config.method, s, reference[name]["im"][3:4])[0, 0]
+        assert img["E_a_image"] == pytest.approx(errors, rel=1e-4, abs=1e-6)
+        split_errors = reference[name]["errors"][:, 3]
+        e = img["E_a_image"]
+        assert int((split_errors < e - 1e-5).sum()) + 1 <= img["rank"] <= int((split_errors < e + 1e-5).sum()) + 1
+        split = reference[name]["split"]
+        assert [c["text"] for c in img["own_captions"]] == [split.captions[c] for c in np.flatnonzero(split.cap2img == 3)]
+    assert client.get("/api/probe", params={"run": "order", "a": "a"}).status_code == 400
+    assert client.get("/api/probe", params={"run": "hyper", "a": "a", "b": "b"}).status_code == 409
+    assert client.get("/api/probe", params={"run": "order", "a": "a", "image": 10_000}).status_code == 404
+
+
+def expected_truth(caption: str, scene: dict) -> bool | None:
+    """Whether a caption of the test data set ("a [colour] [square|circle|shape]") is true of a one-object
+    scene, by the words; None for captions with words outside the shapes world's."""
+    words = caption.split()
+    if words[0] != "a" or not set(words[1:]) <= set(COLOURS) | {"square", "circle", "shape"}:
+        return None
+    colours, shapes = [w for w in words if w in COLOURS], [w for w in words if w in ("square", "circle")]
+    return all(c == scene["colour"] for c in colours) and all(s == scene["shape"] for s in shapes)
+
+
+def test_browse_marks_every_truly_described_image(client, ws, reference):
+    scenes = [im["objects"][0] for im in json.loads((ws["data"] / "dataset_shapes.json").read_text())["images"]
+              if im["split"] == "test"]
+    page = client.get("/api/browse", params={"run": "order", "direction": "t2i", "limit": 50}).json()
+    assert page["judged"] and "16 images ranked at once" in page["protocol"]
+    judged = 0
+    for item in page["items"]:
+        for t in item["top"]:
+            assert t["true"] == expected_truth(item["caption"], scenes[t["image"]]), (item["caption"], t)
+            judged += t["true"] is not None
+    assert judged > 100  # most captions are judged, not only the paired image
+    assert any(t["true"] and not t["correct"] for item in page["items"] for t in item["top"])
+    images = client.get("/api/browse", params={"run": "order", "direction": "i2t", "limit": 5}).json()
+    for item in images["items"]:
+        for t in item["top"]:
+            assert t["true"] == expected_truth(t["text"], scenes[item["image"]])
+    found = client.get("/api/search", params={"run": "order", "q": "a red shape", "k": 16}).json()
+    assert found["judged"] and [r["true"] for r in found["results"]] == \
+        [scenes[r["image"]]["colour"] == "red" for r in found["results"]]

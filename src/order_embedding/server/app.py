@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -66,7 +66,8 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
     """The app serving the runs under ``runs_dir``; ``data_dir`` overrides the runs' data sets,
     ``image_root`` is the folder image files are read from (nothing outside it is served), at
     most ``max_models`` run models stay loaded, ``indexes`` are on-disk image indexes to search,
-    and with ``prepare`` the test split of each listed run is encoded in the background."""
+    and with ``prepare`` the test split of each listed run is encoded in the background.
+    A relative ``runs_dir`` is shown as given; an absolute one by its folder name."""
     store = RunStore(runs_dir, data_dir, image_root, device, max_models=max_models, indexes=indexes, prepare=prepare)
     view = store.view
 
@@ -145,10 +146,28 @@ def create_app(runs_dir: str | os.PathLike, data_dir: str | os.PathLike | None =
         return await run_in_threadpool(one_run, run_id)
 
     @app.get("/api/metrics")
-    async def metrics(run: list[str] = Query(..., max_length=32)) -> dict[str, Any]:
+    async def metrics(run: Annotated[list[str], Query(max_length=32)]) -> dict[str, Any]:
         """Training and validation points of the given runs, grouped by model, against examples seen."""
         answers = [await run_in_threadpool(store.log, r) for r in run]
         return {"runs": [{**a, "error": a["error"] and view.text(a["error"])} for a in answers]}
+
+    @app.get("/api/results")
+    async def results(run: str) -> dict[str, Any]:
+        """The final figures the run folder records (``results.json``), as written, paths shown relative."""
+        return shown(await run_in_threadpool(store.results, run))
+
+    @app.get("/api/probe")
+    async def probe(run: str, a: str = Query(..., max_length=MAX_QUERY_CHARS),
+                    b: str | None = Query(None, max_length=MAX_QUERY_CHARS), split: str = "test",
+                    image: int | None = Query(None, ge=0)) -> dict[str, Any]:
+        """The model's errors for typed sentences: ``E(a, b)`` and ``E(b, a)``, or ``E(a, image)`` for an image of a split."""
+        if (b is None) == (image is None):
+            raise ValueError("give exactly one of b (a second sentence) or image (an image index)")
+        if image is None:
+            return await after(lambda run_id, _: store.model_job(run_id), store.probe, run, a, b)
+        out = await after(store.prepare, lambda r, s, text, i: store.probe(r, text, None, s, i), run, split, a, image)
+        out["image_url"] = image_url(run, split)(image)
+        return out
 
     @app.get("/api/curves")
     async def curves(run: str, split: str = "test") -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import runs
 from ..data import Split
+from ..data.shapes_truth import Claim, is_true_of, load_scenes, parse_caption
 from ..evaluation import recall_metrics, retrieval_lists
 from ..inference import (
     compute_errors,
@@ -47,6 +48,42 @@ MAX_K = 100
 TOP_K = 10
 #: The split prepared in the background when a run is listed (the pages' default).
 DEFAULT_SPLIT = "test"
+#: The shapes world's scene descriptions, in a data folder: what its captions can be checked against.
+SHAPES_JSON = "dataset_shapes.json"
+
+
+def protocol(split_name: str, n_images: int) -> str:
+    """How figures over a whole split are computed, in words (the paper's "5K" when it has 5,000 images)."""
+    five_k = " (the 5K protocol)" if n_images == 5000 else ""
+    return f"{split_name} split: all {n_images:,} images ranked at once, one fold{five_k}"
+
+
+def shapes_truth(data_dir: Path, split: Split, split_name: str) -> dict[str, Any] | None:
+    """Each caption's claim and each image's objects when the data set is a shapes world whose scene file
+    matches the split (captions in the same order), else None: the truth of any caption about any image."""
+    path = data_dir / SHAPES_JSON
+    if not path.is_file():
+        return None
+    try:
+        captions, scenes = load_scenes(path, split_name)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if captions != list(split.captions) or len(scenes) != split.n_images:
+        return None
+    claims: list[Claim | None] = []
+    for c in split.captions:
+        try:
+            claims.append(parse_caption(c))
+        except ValueError:
+            claims.append(None)
+    return {"claims": claims, "scenes": scenes}
+
+
+def true_of(truth: dict[str, Any] | None, claim: Claim | None, image: int) -> bool | None:
+    """Whether a caption's claim holds in an image's scene; None when there is no truth to judge by."""
+    if truth is None or claim is None:
+        return None
+    return is_true_of(claim, truth["scenes"][image])
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -74,7 +111,9 @@ class RunStore:
         self.models = ModelCache(device, max_models)
         self.splits = SplitCache(max_splits)
         self.shelf = IndexShelf(indexes, self.jobs, device)
-        roots = [(self.runs_dir, self.runs_dir.resolve().name or "runs")]
+        given = os.path.normpath(str(runs_dir))
+        label = given if not os.path.isabs(given) and given != "." else self.runs_dir.resolve().name or "runs"
+        roots = [(self.runs_dir, label)]
         roots += [(p, p.resolve().name) for p in (self.data_dir, self.image_root) if p is not None]
         roots += [(index.path, name) for name, index in self.shelf.indexes.items()]
         self.view = PathView(roots)
@@ -134,6 +173,14 @@ class RunStore:
         """A run's plotted series, or its error."""
         return self.folders.series(run_id)
 
+    def results(self, run_id: str) -> dict[str, Any]:
+        """A run's recorded final figures (``results.json``, read once per change of the file)."""
+        found = self.folders.results(run_id)
+        if found is None:
+            raise NotFound(f"run {run_id!r} records no results.json")
+        kind = found.get("kind") if isinstance(found.get("kind"), str) else self.config(run_id).get("kind", "caption-image")
+        return {"run": run_id, "kind": kind, "results": found}
+
     # ------------------------------------------------------------------ models and data
 
     def _searchable(self, run_id: str) -> Path:
@@ -151,6 +198,13 @@ class RunStore:
         run_dir = self._searchable(run_id)
         return self.models.peek(run_id, run_dir) or self.jobs.run(("model", run_id),
                                                                   lambda: self.models.load(run_id, run_dir))
+
+    def model_job(self, run_id: str) -> Future | None:
+        """None when the run's model is loaded, otherwise the job loading it."""
+        run_dir = self._searchable(run_id)
+        if self.models.peek(run_id, run_dir) is not None:
+            return None
+        return self.jobs.submit(("model", run_id), lambda: self.models.load(run_id, run_dir))
 
     def _split_source(self, run_id: str, name: str) -> tuple[tuple, Path, str, str | None]:
         """The cache key, data folder, features name and image root of a run's split ``name``."""
@@ -193,8 +247,10 @@ class RunStore:
         captions_of: list[list[int]] = [[] for _ in range(split.n_images)]
         for c, i in enumerate(split.cap2img):
             captions_of[int(i)].append(c)
+        _, data_dir, _, _ = self._split_source(run_id, split_name)
         hit = {"split": split, "s": s, "im": im, "lists": lists, "captions_of": captions_of,
-               "metrics": {d: recall_metrics(lists[d]["ranks"]) for d in ("t2i", "i2t")}}
+               "metrics": {d: recall_metrics(lists[d]["ranks"]) for d in ("t2i", "i2t")},
+               "truth": shapes_truth(data_dir, split, split_name)}
 
         def search(texts: list[tuple[str, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
             """The top images of several typed queries, encoded and scored together (each its own ``k``)."""
@@ -252,7 +308,8 @@ class RunStore:
     def curves(self, run_id: str, split_name: str) -> dict[str, Any]:
         """For K = 1..N, the fraction of queries whose correct item ranks <= K, both directions, with metrics."""
         r = self.retrieval(run_id, split_name)
-        out: dict[str, Any] = {"run": run_id, "split": split_name, "method": self.model(run_id).model.config.method}
+        out: dict[str, Any] = {"run": run_id, "split": split_name, "method": self.model(run_id).model.config.method,
+                               "protocol": protocol(split_name, r["split"].n_images)}
         for d, n in (("t2i", r["split"].n_images), ("i2t", r["split"].n_captions)):
             ranks = r["lists"][d]["ranks"]
             counts = np.bincount(ranks, minlength=n)[:n]
@@ -264,9 +321,56 @@ class RunStore:
         """The ``k`` images of the split with the lowest error under the model for a typed sentence."""
         model = self.model(run_id).model
         text, unknown = tokens(model, query)
-        errors, top = self.retrieval(run_id, split_name)["search"]((text, k))
+        r = self.retrieval(run_id, split_name)
+        errors, top = r["search"]((text, k))
+        claim = None
+        if r["truth"] is not None:
+            try:
+                claim = parse_caption(text)
+            except ValueError:  # a sentence outside the shapes world's words: no truth to judge by
+                claim = None
         return {"run": run_id, "split": split_name, "query": query, "tokens": text.split(), "unknown": unknown,
-                "results": [{"image": int(i), "error": float(e)} for e, i in zip(errors, top)]}
+                "protocol": protocol(split_name, r["split"].n_images), "judged": claim is not None,
+                "results": [{"image": int(i), "error": float(e), "true": true_of(r["truth"], claim, int(i))}
+                            for e, i in zip(errors, top)]}
+
+    def probe(self, run_id: str, a: str, b: str | None, split_name: str = DEFAULT_SPLIT,
+              image: int | None = None) -> dict[str, Any]:
+        """The model's errors for typed sentences: ``E(a, b)`` and ``E(b, a)`` of two sentences (the error of
+        placing ``a`` above ``b``, the caption's side of caption-image pairs, and the reverse), and with an image of
+        a split ``E(a, image)`` with the caption's rank among the split's captions for that image."""
+        if (b is None) == (image is None):
+            raise ValueError("give exactly one of b (a second sentence) or image (an image index)")
+        model = self.model(run_id).model
+        text_a, unknown_a = tokens(model, a)
+        out: dict[str, Any] = {"run": run_id, "method": model.config.method,
+                               "a": {"text": a, "tokens": text_a.split(), "unknown": unknown_a}}
+        if b is not None:
+            text_b, unknown_b = tokens(model, b)
+            v = encode_sentences(model, [text_a, text_b])
+            errors = compute_errors(model, v, v)
+            out.update(b={"text": b, "tokens": text_b.split(), "unknown": unknown_b},
+                       E_ab=float(errors[0, 1]), E_ba=float(errors[1, 0]))
+            return out
+        assert image is not None
+        r = self.retrieval(run_id, split_name)
+        if not 0 <= image < r["split"].n_images:
+            raise NotFound(f"split {split_name!r} has images 0..{r['split'].n_images - 1}, not {image}")
+        im = r["im"][image : image + 1]
+        e = float(compute_errors(model, encode_sentences(model, [text_a]), im)[0, 0])
+        split_errors = compute_errors(model, r["s"], im)[:, 0]
+        claim = None
+        if r["truth"] is not None:
+            try:
+                claim = parse_caption(text_a)
+            except ValueError:
+                claim = None
+        out.update(split=split_name, image=image, E_a_image=e, rank=int((split_errors < e).sum()) + 1,
+                   captions=int(len(split_errors)), own_captions=[{"text": r["split"].captions[c],
+                                                                   "error": float(split_errors[c])}
+                                                                  for c in r["captions_of"][image]],
+                   true=true_of(r["truth"], claim, image))
+        return out
 
     def search_image(self, run_id: str, split_name: str, image: int, k: int) -> dict[str, Any]:
         """The ``k`` captions of the split with the lowest error for one of its images."""
@@ -278,9 +382,13 @@ class RunStore:
         errors = compute_errors(model, r["s"], r["im"][image : image + 1])[:, 0]
         top = np.argsort(errors, kind="stable")[:k]
         own = set(r["captions_of"][image])
-        return {"run": run_id, "split": split_name, "image": image,
+        truth = r["truth"]
+        return {"run": run_id, "split": split_name, "image": image, "judged": truth is not None,
+                "protocol": protocol(split_name, n),
                 "results": [{"caption": int(c), "text": r["split"].captions[c], "error": float(errors[c]),
-                             "correct": int(c) in own} for c in top]}
+                             "correct": int(c) in own,
+                             "true": true_of(truth, truth["claims"][int(c)] if truth else None, image)}
+                            for c in top]}
 
     def browse(self, run_id: str, split_name: str, direction: str, offset: int, limit: int,
                failures: bool, image_url: Callable[[int], str]) -> dict[str, Any]:
@@ -291,24 +399,28 @@ class RunStore:
         ranks = lists["ranks"]
         queries = np.flatnonzero(ranks > 0) if failures else np.arange(len(ranks))
         page = queries[offset : offset + limit]
+        truth = r["truth"]
         items = []
         for q in page:
             q = int(q)
             if direction == "t2i":
-                truth = int(split.cap2img[q])
-                items.append({"query": q, "caption": split.captions[q], "image": truth, "image_url": image_url(truth),
+                paired = int(split.cap2img[q])
+                items.append({"query": q, "caption": split.captions[q], "image": paired, "image_url": image_url(paired),
                               "rank": int(ranks[q]) + 1,
                               "top": [{"image": int(i), "error": float(e), "image_url": image_url(int(i)),
-                                       "correct": int(i) == truth}
+                                       "correct": int(i) == paired,
+                                       "true": true_of(truth, truth["claims"][q] if truth else None, int(i))}
                                       for i, e in zip(lists["top"][q], lists["errors"][q])]})
             else:
                 own = r["captions_of"][q]
                 items.append({"query": q, "image": q, "image_url": image_url(q),
                               "captions": [split.captions[c] for c in own], "rank": int(ranks[q]) + 1,
                               "top": [{"caption": int(c), "text": split.captions[int(c)], "error": float(e),
-                                       "correct": int(c) in own}
+                                       "correct": int(c) in own,
+                                       "true": true_of(truth, truth["claims"][int(c)] if truth else None, q)}
                                       for c, e in zip(lists["top"][q], lists["errors"][q])]})
         return {"run": run_id, "split": split_name, "direction": direction, "total": int(len(queries)),
+                "protocol": protocol(split_name, split.n_images), "judged": truth is not None,
                 "queries": int(len(ranks)), "offset": offset, "limit": limit, "failures": failures,
                 "metrics": r["metrics"][direction], "items": items}
 
