@@ -1,8 +1,10 @@
-"""The Triton kernels of order_embedding.kernels.cuda, run on CPU tensors through Triton's interpreter and checked against NumPy.
+"""The Triton kernels of order_embedding.kernels.cuda and the CUDA dispatch, checked against NumPy.
 
-The interpreter is switched on by TRITON_INTERPRET=1, which must be set before Triton
-is imported, so the kernels run in a child process; this process builds the inputs and
-the independent NumPy references.
+By default they run on CPU tensors through Triton's interpreter, switched on by
+TRITON_INTERPRET=1, which must be set before Triton is imported, so the kernels run in
+a child process; this process builds the inputs and the independent NumPy references.
+With ORDER_EMBEDDING_TEST_DEVICE=cuda the child runs them on the GPU itself, the
+interpreter off (benchmarks/gpu_check.py does so).
 """
 import json
 import os
@@ -19,8 +21,19 @@ pytest.importorskip("triton")
 
 from order_embedding.kernels import cuda as cuda_kernels  # noqa: E402
 
+#: Where the child processes run the kernels: "cpu" (Triton's interpreter) or "cuda" (the GPU).
+DEVICE = os.environ.get("ORDER_EMBEDDING_TEST_DEVICE", "cpu")
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("ORDER_EMBEDDING_TEST_DEVICE=cuda but torch sees no CUDA device", allow_module_level=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child that runs the kernels on DEVICE."""
+    return dict(os.environ, TRITON_INTERPRET="1" if DEVICE == "cpu" else "0", OMP_NUM_THREADS="1",
+                ORDER_EMBEDDING_TEST_DEVICE=DEVICE)
+
 RUN_KERNELS = r"""
-import sys
+import os, sys
 import numpy as np
 import torch
 from order_embedding.kernels import cuda as ck
@@ -28,38 +41,40 @@ from order_embedding.kernels import cuda as ck
 torch.set_num_threads(1)
 inp = dict(np.load(sys.argv[1]))
 out = {}
-t = torch.from_numpy
+DEVICE = os.environ["ORDER_EMBEDDING_TEST_DEVICE"]
+def t(a):
+    return torch.from_numpy(a).to(DEVICE)
 
 s, im = inp["s"], inp["im"]
-out["e_float32"] = ck.order_error_matrix_cuda(t(s), t(im)).numpy()
-out["e_float16"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im.astype(np.float16))).numpy()
-out["e_mixed"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im)).numpy()
+out["e_float32"] = ck.order_error_matrix_cuda(t(s), t(im)).cpu().numpy()
+out["e_float16"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im.astype(np.float16))).cpu().numpy()
+out["e_mixed"] = ck.order_error_matrix_cuda(t(s.astype(np.float16)), t(im)).cpu().numpy()
 sb, imb = t(s).to(torch.bfloat16), t(im).to(torch.bfloat16)
-out["bf16_s"], out["bf16_im"] = sb.float().numpy(), imb.float().numpy()
-out["e_bfloat16"] = ck.order_error_matrix_cuda(sb, imb).numpy()
-out["e_strided"] = ck.order_error_matrix_cuda(t(np.ascontiguousarray(s.T)).t(), t(np.ascontiguousarray(im.T)).t()).numpy()
-out["e_hand"] = ck.order_error_matrix_cuda(t(inp["hand_s"]), t(inp["hand_im"])).numpy()
-out["e_nan"] = ck.order_error_matrix_cuda(t(inp["nan_s"]), t(inp["nan_im"])).numpy()
-out["e_no_dim"] = ck.order_error_matrix_cuda(torch.ones(3, 0), torch.ones(4, 0)).numpy()
-out["e_no_images"] = ck.order_error_matrix_cuda(torch.ones(3, 5), torch.ones(0, 5)).numpy()
+out["bf16_s"], out["bf16_im"] = sb.float().cpu().numpy(), imb.float().cpu().numpy()
+out["e_bfloat16"] = ck.order_error_matrix_cuda(sb, imb).cpu().numpy()
+out["e_strided"] = ck.order_error_matrix_cuda(t(np.ascontiguousarray(s.T)).t(), t(np.ascontiguousarray(im.T)).t()).cpu().numpy()
+out["e_hand"] = ck.order_error_matrix_cuda(t(inp["hand_s"]), t(inp["hand_im"])).cpu().numpy()
+out["e_nan"] = ck.order_error_matrix_cuda(t(inp["nan_s"]), t(inp["nan_im"])).cpu().numpy()
+out["e_no_dim"] = ck.order_error_matrix_cuda(torch.ones(3, 0, device=DEVICE), torch.ones(4, 0, device=DEVICE)).cpu().numpy()
+out["e_no_images"] = ck.order_error_matrix_cuda(torch.ones(3, 5, device=DEVICE), torch.ones(0, 5, device=DEVICE)).cpu().numpy()
 
 qs, qi = inp["grid_s"], inp["grid_im"]
 ck.TOPK_BUFFER_BYTES = 1  # one panel of captions per chunk: several chunks
 for c, config in enumerate(ck.CONFIGS):
-    ck.INTERPRETER_CONFIG = dict(config)
-    out[f"config{c}_e"] = ck.order_error_matrix_cuda(t(s), t(im)).numpy()
+    ck.FIXED_CONFIG = dict(config)
+    out[f"config{c}_e"] = ck.order_error_matrix_cuda(t(s), t(im)).cpu().numpy()
     err, idx = ck.order_topk_cuda(t(qs), t(qi), 7, block=100)
-    out[f"config{c}_topk_err"], out[f"config{c}_topk_idx"] = err.numpy(), idx.numpy()
-ck.INTERPRETER_CONFIG = dict(ck.CONFIGS[0])
+    out[f"config{c}_topk_err"], out[f"config{c}_topk_idx"] = err.cpu().numpy(), idx.cpu().numpy()
+ck.FIXED_CONFIG = None
 err, idx = ck.order_topk_cuda(t(qs[:6]).half(), t(qi).half(), 1000)
-out["all_err"], out["all_idx"] = err.numpy(), idx.numpy()
+out["all_err"], out["all_idx"] = err.cpu().numpy(), idx.cpu().numpy()
 err, idx = ck.order_topk_cuda(t(qs[:4, :0]), t(qi[:, :0]), 3)
-out["no_dim_err"], out["no_dim_idx"] = err.numpy(), idx.numpy()
+out["no_dim_err"], out["no_dim_idx"] = err.cpu().numpy(), idx.cpu().numpy()
 np.savez(sys.argv[2], **out)
 """
 
 RUN_DISPATCH = r"""
-import json, sys
+import json, os, sys
 from pathlib import Path
 import numpy as np
 import torch
@@ -72,9 +87,12 @@ from test_index import make_run
 torch.set_num_threads(1)
 inp = dict(np.load(sys.argv[1]))
 out, ran = {}, []
-t = torch.from_numpy
-# The fake device check: these CPU tensors count as CUDA ones, so the CUDA branch runs through the interpreter.
-gpu.on_cuda = lambda *xs: True
+DEVICE = os.environ["ORDER_EMBEDDING_TEST_DEVICE"]
+def t(a):
+    return torch.from_numpy(a).to(DEVICE)
+if DEVICE == "cpu":
+    # The fake device check: these CPU tensors count as CUDA ones, so the CUDA branch runs through the interpreter.
+    gpu.on_cuda = lambda *xs: True
 for name in ("order_errors",):
     real = getattr(gpu, name)
     def record(s, im, path, real=real):
@@ -83,9 +101,9 @@ for name in ("order_errors",):
     setattr(gpu, name, record)
 
 s, im, w = inp["s"], inp["im"], inp["w"]
-out["grad_s"], out["grad_im"] = (x.numpy() for x in ck.order_error_grads_cuda(t(s), t(im), t(w)))
-out["grad_s_t"], out["grad_im_t"] = (x.numpy() for x in ck.order_error_grads_cuda(t(s), t(im), t(np.ascontiguousarray(w.T)).t()))
-out["nan_grad_s"], out["nan_grad_im"] = (x.numpy() for x in ck.order_error_grads_cuda(t(inp["grad_nan_s"]), t(im), t(w)))
+out["grad_s"], out["grad_im"] = (x.cpu().numpy() for x in ck.order_error_grads_cuda(t(s), t(im), t(w)))
+out["grad_s_t"], out["grad_im_t"] = (x.cpu().numpy() for x in ck.order_error_grads_cuda(t(s), t(im), t(np.ascontiguousarray(w.T)).t()))
+out["nan_grad_s"], out["nan_grad_im"] = (x.cpu().numpy() for x in ck.order_error_grads_cuda(t(inp["grad_nan_s"]), t(im), t(w)))
 paths = {}
 for path in gpu.TRAINING_PATHS:
     gpu.use_training_path(path)
@@ -93,23 +111,23 @@ for path in gpu.TRAINING_PATHS:
     S, I = t(s).clone().requires_grad_(), t(im).clone().requires_grad_()
     e = measures.order_errors(S, I)
     (e * t(w)).sum().backward()
-    out[f"{path}_e"], out[f"{path}_gs"], out[f"{path}_gi"] = e.detach().numpy(), S.grad.numpy(), I.grad.numpy()
+    out[f"{path}_e"], out[f"{path}_gs"], out[f"{path}_gi"] = e.detach().cpu().numpy(), S.grad.cpu().numpy(), I.grad.cpu().numpy()
     paths[path] = list(ran)
 ran.clear()
 with torch.no_grad():
-    out["nograd_e"] = measures.order_errors(t(s), t(im)).numpy()
+    out["nograd_e"] = measures.order_errors(t(s), t(im)).cpu().numpy()
 paths["no_grad"] = list(ran)
 gpu.use_training_path("triton")
 ran.clear()
-out["f16_grad_e"] = measures.order_errors(t(s).half().requires_grad_(), t(im).half()).detach().float().numpy()
+out["f16_grad_e"] = measures.order_errors(t(s).half().requires_grad_(), t(im).half()).detach().float().cpu().numpy()
 paths["float16_training"] = list(ran)
 
 qs, qi = t(inp["grid_s"]), t(inp["grid_im"])
 for name, images in (("tensor", qi), ("packed", ck.pack(qi)), ("blocks", gpu.host_blocks(inp["grid_im"], qs.device, 64))):
     e, i = gpu.device_topk(qs, images, 7, measures.order_errors, block=50)
-    out[f"order_{name}_err"], out[f"order_{name}_idx"] = e.numpy(), i.numpy()
+    out[f"order_{name}_err"], out[f"order_{name}_idx"] = e.cpu().numpy(), i.cpu().numpy()
 e, i = gpu.device_topk(qs, qi, 7, measures.cosine_errors, block=50)
-out["cosine_err"], out["cosine_idx"] = e.numpy(), i.numpy()
+out["cosine_err"], out["cosine_idx"] = e.cpu().numpy(), i.cpu().numpy()
 
 c = inp["cap2img"]
 evaluation.BLOCK_ELEMENTS = 500  # several row and column blocks
@@ -121,16 +139,17 @@ root = Path(sys.argv[3])
 run = make_run(root / "run")
 built = build_index(run, inp["features"], root / "idx", dtype="float16")
 index = Index(built)
-torch.cuda.mem_get_info = lambda device=None: (1 << 40, 1 << 40)
-held = index.on_device("cpu")
+if DEVICE == "cpu":
+    torch.cuda.mem_get_info = lambda device=None: (1 << 40, 1 << 40)
+held = index.on_device(DEVICE)
 out["held_packed"] = np.array(gpu.is_packed(held))
 q = np.load(sys.argv[4])
 e, i = gpu.device_topk(t(q), held, 5, measures.order_errors)
-out["index_dev_err"], out["index_dev_idx"] = e.numpy(), i.numpy()
+out["index_dev_err"], out["index_dev_idx"] = e.cpu().numpy(), i.cpu().numpy()
 out["index_cpu_err"], out["index_cpu_idx"] = index.search_vectors(q, 5, bounds=False)
 torch.cuda.mem_get_info = lambda device=None: (1000, 1 << 40)
 index._held = None
-out["held_small"] = np.array(index.on_device("cpu") is None)
+out["held_small"] = np.array(index.on_device(DEVICE) is None)
 np.savez(sys.argv[2], **out)
 print(json.dumps(paths))
 """
@@ -195,7 +214,7 @@ def inputs() -> dict[str, np.ndarray]:
 def results(inputs: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     folder = tmp_path_factory.mktemp("cuda_kernels")
     np.savez(folder / "inputs.npz", **inputs)
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    env = child_env()
     run = subprocess.run([sys.executable, "-c", RUN_KERNELS, str(folder / "inputs.npz"), str(folder / "out.npz")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -338,7 +357,7 @@ def dispatch(inputs: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFac
     np.savez(folder / "inputs.npz", **inputs, w=w, grad_nan_s=nan_s, features=features, eval_im=eval_im,
              cap2img=np.arange(260) // 5)
     np.save(folder / "queries.npy", queries)
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    env = child_env()
     run = subprocess.run([sys.executable, "-c", RUN_DISPATCH, str(folder / "inputs.npz"), str(folder / "out.npz"),
                           str(folder), str(folder / "queries.npy"), str(Path(__file__).parent)],
                          env=env, capture_output=True, text=True, timeout=600)

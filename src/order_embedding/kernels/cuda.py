@@ -60,6 +60,8 @@ CONFIGS: tuple[dict[str, int], ...] = (
 GRAD_TILE: dict[str, int] = {"BLOCK_R": 16, "BLOCK_C": 16, "BLOCK_D": 32, "num_warps": 4}
 #: The config used without autotuning (under Triton's interpreter).
 INTERPRETER_CONFIG: dict[str, int] = dict(CONFIGS[0])
+#: A config that replaces autotuning everywhere when set (so that each one can be checked on a GPU).
+FIXED_CONFIG: dict[str, int] | None = None
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _NO_TRITON = "the CUDA order kernels need the 'triton' package (pip install triton), which is not importable"
@@ -251,11 +253,12 @@ def _launch(sp: torch.Tensor, imp: torch.Tensor, out: torch.Tensor, n: int, m: i
             keys: bool) -> None:
     """Fill out[:n, :m] (row stride out.stride(0)) from packed captions sp and packed images imp."""
     d = sp.shape[1]
-    if _interpreting():
-        config = dict(INTERPRETER_CONFIG)
+    if _interpreting() or FIXED_CONFIG is not None:
+        config = dict(FIXED_CONFIG or INTERPRETER_CONFIG)
         fixed = (triton.cdiv(n, config["TM"] * config["GM"]), triton.cdiv(m, config["TN"] * config["GN"]))
-        _order_error_kernel[fixed](sp, imp, out, n, m, d, out.stride(0), col_base, PANEL_ROWS=PANEL, KEYS=keys,
-                                  **config)
+        with torch.cuda.device(sp.device) if sp.device.type == "cuda" else nullcontext():
+            _order_error_kernel[fixed](sp, imp, out, n, m, d, out.stride(0), col_base, PANEL_ROWS=PANEL, KEYS=keys,
+                                      **config)
     else:
         def grid(meta: dict) -> tuple[int, int]:
             return triton.cdiv(n, meta["TM"] * meta["GM"]), triton.cdiv(m, meta["TN"] * meta["GN"])
