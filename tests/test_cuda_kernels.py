@@ -479,3 +479,35 @@ def test_unknown_training_path_is_refused():
 
     with pytest.raises(ValueError, match="unknown CUDA training path 'fast'"):
         gpu.use_training_path("fast")
+
+
+# ------------------------------------------------------------------ the prepared GPU check
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_every_section_and_checks_its_results(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "TRITON_INTERPRET")}
+    run = subprocess.run([sys.executable, str(GPU_CHECK), str(tmp_path), "--tiny"], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert (tmp_path / "gpu_check.log").read_text().startswith("gpu_check: ")
+    m = results["matrix"]
+    assert m["relative_error_vs_float64"] < 1e-5 and m["top10_rows_equal_float64"] == m["top10_rows_checked"]
+    assert set(results["train"]["paths"]) == {"triton", "chunked", "broadcast"}
+    assert all(r["passed"] for r in results["match"]["paths"].values())
+    assert results["search"]["equal_to_full_scan"] and results["search"]["float64_rows_equal"] == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_check_without_a_gpu_stops_with_one_line(tmp_path):
+    run = subprocess.run([sys.executable, str(GPU_CHECK), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stdout.strip().count("\n") == 0 and "no CUDA device" in run.stdout and not run.stderr.strip()
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    run = subprocess.run([sys.executable, str(GPU_CHECK), "--tiny"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2 and run.stderr.strip() == "gpu_check: give an output folder or set OUT"
