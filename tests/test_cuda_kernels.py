@@ -134,6 +134,11 @@ evaluation.BLOCK_ELEMENTS = 500  # several row and column blocks
 cpu = evaluation.embedding_ranks(inp["grid_s"], inp["eval_im"], c, measures.order_errors)
 dev = evaluation.embedding_ranks(qs, t(inp["eval_im"]), c, measures.order_errors, block_elements=500)
 out["eval_cpu_t2i"], out["eval_cpu_i2t"], out["eval_dev_t2i"], out["eval_dev_i2t"] = *cpu, *dev
+for side, (s_, im_) in (("cpu", (inp["grid_s"], inp["eval_im"])), ("dev", (qs, t(inp["eval_im"])))):
+    lists = evaluation.retrieval_lists(s_, im_, c, "order", k=7, block_elements=500)
+    for direction in ("t2i", "i2t"):
+        for key in ("ranks", "top", "errors"):
+            out[f"lists_{side}_{direction}_{key}"] = lists[direction][key]
 
 root = Path(sys.argv[3])
 run = make_run(root / "run")
@@ -450,6 +455,13 @@ def test_evaluation_on_the_device_ranks_like_numpy(inputs, dispatch):
     np.testing.assert_array_equal(out["eval_dev_t2i"], out["eval_cpu_t2i"])
     np.testing.assert_array_equal(out["eval_dev_i2t"], out["eval_cpu_i2t"])
     assert (t2i == 52).any()  # a NaN caption is in the data
+    for direction in ("t2i", "i2t"):
+        for key in ("ranks", "top"):
+            np.testing.assert_array_equal(out[f"lists_dev_{direction}_{key}"], out[f"lists_cpu_{direction}_{key}"],
+                                          err_msg=f"{direction} {key}")
+        np.testing.assert_allclose(out[f"lists_dev_{direction}_errors"], out[f"lists_cpu_{direction}_errors"],
+                                   rtol=1e-6, err_msg=direction)
+    np.testing.assert_array_equal(out["lists_dev_t2i_ranks"], t2i)
 
 
 def test_index_held_on_the_device_searches_like_the_cpu(dispatch):

@@ -208,20 +208,29 @@ def ranking_eval_5fold(
     return {**average_metrics(folds), "folds": folds}
 
 
-def _topk_rows(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and errors of the ``k`` smallest entries per row, in stable ascending order."""
+def _topk_rows(errors, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and errors of the ``k`` smallest entries per row, in stable ascending order (NaN last), as NumPy."""
     k = min(k, errors.shape[1])
+    if isinstance(errors, torch.Tensor):
+        order = torch.sort(torch.nan_to_num(errors, nan=float("inf")), dim=1, stable=True).indices[:, :k]
+        return _numpy(order), _numpy(torch.gather(errors, 1, order))
     idx = np.argsort(errors, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(errors, idx, axis=1)
 
 
 def retrieval_lists(
-    s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str, k: int = 10,
-    block_elements: int = BLOCK_ELEMENTS,
+    s: np.ndarray | torch.Tensor, im: np.ndarray | torch.Tensor, cap2img: np.ndarray, method: str, k: int = 10,
+    block_elements: int = BLOCK_ELEMENTS, device: str | torch.device | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks."""
-    errors = measure(method).errors
+    """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks.
+
+    With a CUDA ``device`` the errors, ranks and lists are computed there; the results are NumPy arrays.
+    """
+    errors: Callable = measure(method).errors
     cap2img = np.asarray(cap2img, dtype=np.int64)
+    if device is not None and torch.device(device).type == "cuda":
+        s = torch.as_tensor(np.asarray(s), device=device)
+        im = torch.as_tensor(np.asarray(im), device=device)
     rows = max(1, block_elements // max(1, len(im)))
     t_ranks, t_idx, t_err = [], [], []
     for i in range(0, len(s), rows):
