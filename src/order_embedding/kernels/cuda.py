@@ -1,11 +1,13 @@
 """CUDA kernels (written in Triton) for the order-violation penalty ``E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2``.
 
-``order_error_matrix_cuda`` fills the captions x images matrix and ``order_topk_cuda``
-keeps the ``k`` smallest errors of each caption while streaming the images in blocks;
-neither holds a captions x images x dim array. They are the GPU counterparts of
-``kernels.order_error_matrix`` and ``kernels.order_topk``: float32 arithmetic (inputs
-of float16, bfloat16 or float32 are converted to float32 as the kernel loads them), NaN
-in an input gives NaN errors, and the top-k counts NaN errors as +inf.
+``order_error_matrix_cuda`` fills the captions x images matrix, ``order_topk_cuda``
+keeps the ``k`` smallest errors of each caption while streaming the images in blocks,
+and ``order_error_grads_cuda`` gives the gradients of a weighted sum of the matrix;
+none holds a captions x images x dim array. They are the GPU counterparts of
+``kernels.order_error_matrix``, ``kernels.order_topk`` and ``kernels.order_error_grads``:
+float32 arithmetic (inputs of float16, bfloat16 or float32 are converted to float32
+as the kernel loads them), NaN in an input gives NaN errors, and the top-k counts NaN
+errors as +inf. :mod:`.gpu` decides when the package calls them.
 
 Triton is optional: this module imports without it, and ``available()`` says whether
 the CUDA functions can run. With ``TRITON_INTERPRET=1`` in the environment before
@@ -16,7 +18,8 @@ Layout: each CUDA thread accumulates a TM x TN sub-tile of pairs in registers, s
 step over one dimension costs TM + TN loads for TM x TN x 3 floating-point
 instructions (subtract, maximum, fused multiply-add). The inputs are first copied
 ("packed") into panels of ``PANEL`` rows stored dimension-major, zero-padded to whole
-panels and to a multiple of ``DIM_MULTIPLE`` dimensions. Then the TM values a thread
+panels and to a multiple of ``DIM_MULTIPLE`` dimensions (``pack``; rows packed once,
+such as an image index held on the GPU, are passed as they are). Then the TM values a thread
 needs at one dimension are contiguous (vector loads), every address in the unrolled
 inner loop is a constant offset from a few pointers, and no load needs a mask. Zero
 padding adds ``max(0, 0 - 0)^2 = 0`` terms, which leave every sum unchanged.
