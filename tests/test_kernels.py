@@ -281,3 +281,12 @@ def test_sort_keys_order_errors_then_indices_and_round_trip() -> None:
     errors, indices = gpu.from_keys(keys)
     np.testing.assert_array_equal(errors.numpy(), cleaned.astype(np.float32))
     np.testing.assert_array_equal(indices.numpy(), index)
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "is not a torch device"), ("cuda:7", "does not exist here")])
+def test_index_search_device_option_is_validated(tmp_path, capsys, device: str, message: str) -> None:
+    from order_embedding.cli import main
+
+    assert main(["index", "search", str(tmp_path / "missing"), "a query", "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "argument --device" in err and message in err and "\n" not in err
