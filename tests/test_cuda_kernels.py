@@ -128,6 +128,8 @@ for name, images in (("tensor", qi), ("packed", ck.pack(qi)), ("blocks", gpu.hos
     out[f"order_{name}_err"], out[f"order_{name}_idx"] = e.cpu().numpy(), i.cpu().numpy()
 e, i = gpu.device_topk(qs, qi, 7, measures.cosine_errors, block=50)
 out["cosine_err"], out["cosine_idx"] = e.cpu().numpy(), i.cpu().numpy()
+e, i = gpu.device_topk(qs, gpu.host_blocks(inp["grid_im"].astype(np.float16), qs.device, 64), 7, measures.cosine_errors)
+out["cosine16_err"], out["cosine16_idx"] = e.cpu().numpy(), i.cpu().numpy()
 
 c = inp["cap2img"]
 evaluation.BLOCK_ELEMENTS = 500  # several row and column blocks
@@ -441,6 +443,9 @@ def test_device_topk_ties_nan_and_blocks(inputs, dispatch):
     assert (top[:, 1:] == top[:, :-1])[np.isfinite(top[:, 1:])].any()  # ties inside the top 7
     np.testing.assert_array_equal(out["cosine_idx"], order)
     np.testing.assert_array_equal(out["cosine_err"], np.take_along_axis(cos, order, 1))
+    # Float16 images streamed in blocks (grid values are exact in float16): the same lists.
+    np.testing.assert_array_equal(out["cosine16_idx"], order)
+    np.testing.assert_array_equal(out["cosine16_err"], np.take_along_axis(cos, order, 1))
 
 
 def test_evaluation_on_the_device_ranks_like_numpy(inputs, dispatch):

@@ -6,6 +6,9 @@ sorts after every number (as NumPy's sort puts it), and a query whose own error 
 gets rank ``n`` (the number of items ranked), past every position, so it counts in no R@K. For caption -> image (``t2i``) each caption's
 rank is that of its own image; for image -> caption (``i2t``) an image's rank is
 the best rank among its own captions.
+
+With a CUDA device (``device=``, or the model's device in :func:`evaluate_split`) the
+error matrices and ranks are computed on it, block by block; the results are NumPy.
 """
 from __future__ import annotations
 

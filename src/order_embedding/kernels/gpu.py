@@ -179,7 +179,7 @@ def device_topk(queries: torch.Tensor, images: torch.Tensor | Packed | Iterable[
 
     ``images`` is a tensor on that device, rows packed by ``kernels().pack`` (order
     measure: the fused Triton top-k), or an iterable of ``(first row, block tensor)``
-    streamed in. ``errors(q, block)`` gives the queries x block error matrix. Ascending,
+    streamed in (converted to the queries' dtype). ``errors(q, block)`` gives the queries x block error matrix. Ascending,
     ties to the lower index, NaN as +inf; ``(errors, indices)`` float32 and int64 on
     the device.
     """
@@ -194,7 +194,7 @@ def device_topk(queries: torch.Tensor, images: torch.Tensor | Packed | Iterable[
         blocks = images  # type: ignore[assignment]  # the packed case returned above
     best = None
     for first, part in blocks:
-        e = errors(queries, part)
+        e = errors(queries, part.to(queries.dtype))  # float16 rows are scored in the queries' precision, as on the CPU
         index = torch.arange(first, first + part.shape[0], device=queries.device).expand(n, -1)
         best = _merge(best, sort_keys(e, index), k)
     if best is None:
