@@ -263,3 +263,30 @@ def test_same_pair_same_bits_everywhere() -> None:
     np.testing.assert_array_equal(top_errors, np.take_along_axis(errors, top_indices, 1))
     expected = np.lexsort((np.broadcast_to(np.arange(1030), errors.shape), errors), axis=1)
     np.testing.assert_array_equal(top_indices, expected)
+
+
+# ---------------------------------------------------------------- sort keys of the GPU top-k
+
+
+def test_sort_keys_order_errors_then_indices_and_round_trip() -> None:
+    from order_embedding.kernels import gpu
+
+    values = np.array([3.5, -0.0, 0.0, -2.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, -2.0, 7.0], dtype=np.float32)
+    index = np.arange(len(values))[::-1].copy()  # larger indices first, so ties must be reordered
+    keys = gpu.sort_keys(torch.from_numpy(values), torch.from_numpy(index))
+    order = torch.argsort(keys).numpy()
+    # Independent order: NaN as +inf, -0 as +0, then by index.
+    cleaned = np.where(np.isnan(values), np.inf, values).astype(np.float64) + 0.0
+    np.testing.assert_array_equal(order, np.lexsort((index, cleaned)))
+    errors, indices = gpu.from_keys(keys)
+    np.testing.assert_array_equal(errors.numpy(), cleaned.astype(np.float32))
+    np.testing.assert_array_equal(indices.numpy(), index)
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "is not a torch device"), ("cuda:7", "does not exist here")])
+def test_index_search_device_option_is_validated(tmp_path, capsys, device: str, message: str) -> None:
+    from order_embedding.cli import main
+
+    assert main(["index", "search", str(tmp_path / "missing"), "a query", "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "argument --device" in err and message in err and "\n" not in err

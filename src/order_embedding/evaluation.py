@@ -6,12 +6,16 @@ sorts after every number (as NumPy's sort puts it), and a query whose own error 
 gets rank ``n`` (the number of items ranked), past every position, so it counts in no R@K. For caption -> image (``t2i``) each caption's
 rank is that of its own image; for image -> caption (``i2t``) an image's rank is
 the best rank among its own captions.
+
+With a CUDA device (``device=``, or the model's device in :func:`evaluate_split`) the
+error matrices and ranks are computed on it, block by block; the results are NumPy.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from .data import FOLD_SIZE
 from .inference import encode_split, model_split
@@ -46,16 +50,31 @@ def _check(errors: np.ndarray, cap2img: np.ndarray | None) -> tuple[np.ndarray, 
     return errors, cap2img
 
 
-def _stable_rank(values: np.ndarray, target: np.ndarray, position: np.ndarray, axis: int) -> np.ndarray:
-    """Rank of ``target`` (at index ``position``) among ``values`` along ``axis`` in a stable ascending sort."""
-    index = np.arange(values.shape[axis])
+def _like(values, x: np.ndarray):
+    """``x`` on the side of ``values``: a tensor on its device when ``values`` is a tensor (errors scored on a GPU)."""
+    return torch.as_tensor(x, device=values.device) if isinstance(values, torch.Tensor) else x
+
+
+def _numpy(x) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _stable_rank(values, target, position, axis: int) -> np.ndarray:
+    """Rank of ``target`` (at index ``position``) among ``values`` along ``axis`` in a stable ascending sort.
+
+    ``values`` is a NumPy array or a tensor (then computed on its device); the ranks come back as NumPy.
+    """
+    index = _like(values, np.arange(values.shape[axis]))
+    position = _like(values, np.asarray(position))
     if axis == 1:
         smaller = (values < target[:, None]).sum(1)
         tied_before = ((values == target[:, None]) & (index[None, :] < position[:, None])).sum(1)
     else:
         smaller = (values < target[None, :]).sum(0)
         tied_before = ((values == target[None, :]) & (index[:, None] < position[None, :])).sum(0)
-    return np.where(np.isnan(target), values.shape[axis], smaller + tied_before)
+    ranks = _numpy(smaller + tied_before)
+    ranks[_numpy(target != target)] = values.shape[axis]  # a NaN own error ranks past everything
+    return ranks
 
 
 def ranks_t2i(errors: np.ndarray, cap2img: np.ndarray | None = None) -> np.ndarray:
@@ -70,22 +89,24 @@ def ranks_i2t(errors: np.ndarray, cap2img: np.ndarray | None = None) -> np.ndarr
     return _ranks_i2t(errors, cap2img, 0)
 
 
-def _ranks_t2i(errors: np.ndarray, cap2img: np.ndarray) -> np.ndarray:
+def _ranks_t2i(errors, cap2img: np.ndarray) -> np.ndarray:
+    """Text-to-image ranks of every caption row of ``errors`` (a NumPy array or a tensor on any device)."""
     rows = np.arange(errors.shape[0])
-    return _stable_rank(errors, errors[rows, cap2img], cap2img, axis=1)
+    return _stable_rank(errors, errors[_like(errors, rows), _like(errors, cap2img)], cap2img, axis=1)
 
 
-def _ranks_i2t(errors: np.ndarray, cap2img: np.ndarray, first_image: int) -> np.ndarray:
+def _ranks_i2t(errors, cap2img: np.ndarray, first_image: int) -> np.ndarray:
     """Image-to-text ranks of the image columns ``first_image ..`` of ``errors`` (all captions as rows)."""
     local = cap2img - first_image
     caps = np.flatnonzero((local >= 0) & (local < errors.shape[1]))
-    own = errors[caps, local[caps]]
+    own = _numpy(errors[_like(errors, caps), _like(errors, local[caps])])
     # Each image's first own caption in stable order: smallest error, then smallest index.
     order = np.lexsort((caps, own, local[caps]))
     first = np.ones(len(order), dtype=bool)
     first[1:] = local[caps[order[1:]]] != local[caps[order[:-1]]]
     best = caps[order[first]]
-    return _stable_rank(errors[:, local[best]], errors[best, local[best]], best, axis=0)
+    columns = errors[:, _like(errors, local[best])]
+    return _stable_rank(columns, errors[_like(errors, best), _like(errors, local[best])], best, axis=0)
 
 
 def recall_metrics(ranks: np.ndarray, n_ranked: int | None = None) -> Metrics:
@@ -122,13 +143,21 @@ def i2t(errors: np.ndarray, cap2img: np.ndarray | None = None) -> tuple[float, f
 
 
 def embedding_ranks(
-    s: np.ndarray,
-    im: np.ndarray,
+    s: np.ndarray | torch.Tensor,
+    im: np.ndarray | torch.Tensor,
     cap2img: np.ndarray,
-    errors: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    errors: Callable,
     block_elements: int = BLOCK_ELEMENTS,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(t2i ranks, i2t ranks)`` from embeddings, in blocks so the error matrix is never whole in memory."""
+    """``(t2i ranks, i2t ranks)`` from embeddings, in blocks so the error matrix is never whole in memory.
+
+    With a CUDA ``device`` the embeddings are copied there once and the errors and
+    ranks computed there (``errors`` then takes tensors); only the ranks come back.
+    """
+    if device is not None and torch.device(device).type == "cuda":
+        s = torch.as_tensor(np.asarray(s), device=device)
+        im = torch.as_tensor(np.asarray(im), device=device)
     n_cap, n_img = len(s), len(im)
     cap2img = np.asarray(cap2img, dtype=np.int64)
     if n_cap * n_img <= block_elements:
@@ -141,16 +170,17 @@ def embedding_ranks(
     return np.concatenate(r_t2i), np.concatenate(r_i2t)
 
 
-def evaluate_embeddings(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str) -> dict[str, Metrics]:
-    """Both directions' metrics from caption and image embeddings under a measure name."""
-    r_t2i, r_i2t = embedding_ranks(s, im, cap2img, measure(method).errors)
+def evaluate_embeddings(s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str,
+                        device: str | torch.device | None = None) -> dict[str, Metrics]:
+    """Both directions' metrics from caption and image embeddings under a measure name (scored on ``device`` when CUDA)."""
+    r_t2i, r_i2t = embedding_ranks(s, im, cap2img, measure(method).errors, device=device)
     return {"t2i": recall_metrics(r_t2i, len(im)), "i2t": recall_metrics(r_i2t, len(s))}
 
 
 def evaluate_split(model, split, verbose: bool = False) -> dict[str, Metrics]:
-    """Both directions' metrics of a loaded model on a whole :class:`~order_embedding.data.Split`."""
+    """Both directions' metrics of a loaded model on a whole :class:`~order_embedding.data.Split`, scored on the model's device."""
     s, im = encode_split(model, split, verbose)
-    return evaluate_embeddings(s, im, split.cap2img, model.config.method)
+    return evaluate_embeddings(s, im, split.cap2img, model.config.method, device=model.device)
 
 
 def average_metrics(results: list[dict[str, Metrics]]) -> dict[str, Metrics]:
@@ -181,20 +211,29 @@ def ranking_eval_5fold(
     return {**average_metrics(folds), "folds": folds}
 
 
-def _topk_rows(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and errors of the ``k`` smallest entries per row, in stable ascending order."""
+def _topk_rows(errors, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and errors of the ``k`` smallest entries per row, in stable ascending order (NaN last), as NumPy."""
     k = min(k, errors.shape[1])
+    if isinstance(errors, torch.Tensor):
+        order = torch.sort(torch.nan_to_num(errors, nan=float("inf")), dim=1, stable=True).indices[:, :k]
+        return _numpy(order), _numpy(torch.gather(errors, 1, order))
     idx = np.argsort(errors, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(errors, idx, axis=1)
 
 
 def retrieval_lists(
-    s: np.ndarray, im: np.ndarray, cap2img: np.ndarray, method: str, k: int = 10,
-    block_elements: int = BLOCK_ELEMENTS,
+    s: np.ndarray | torch.Tensor, im: np.ndarray | torch.Tensor, cap2img: np.ndarray, method: str, k: int = 10,
+    block_elements: int = BLOCK_ELEMENTS, device: str | torch.device | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks."""
-    errors = measure(method).errors
+    """Per-query ranks and top-``k`` lists (indices and errors) in both directions, computed in blocks.
+
+    With a CUDA ``device`` the errors, ranks and lists are computed there; the results are NumPy arrays.
+    """
+    errors: Callable = measure(method).errors
     cap2img = np.asarray(cap2img, dtype=np.int64)
+    if device is not None and torch.device(device).type == "cuda":
+        s = torch.as_tensor(np.asarray(s), device=device)
+        im = torch.as_tensor(np.asarray(im), device=device)
     rows = max(1, block_elements // max(1, len(im)))
     t_ranks, t_idx, t_err = [], [], []
     for i in range(0, len(s), rows):

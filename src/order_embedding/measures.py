@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .kernels import cosine_topk, order_error_grads, order_error_matrix, order_topk
+from .kernels import cosine_topk, gpu, order_error_grads, order_error_matrix, order_topk
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -50,10 +50,15 @@ def order_errors(s: Array, im: Array) -> Array:
     """Order-violation error matrix ``E[a, b] = sum_i max(0, s[a, i] - im[b, i])^2``.
 
     Differentiable for torch tensors: CPU float32 ones go through the blockwise
-    kernels both ways, other devices and dtypes through broadcasting.
+    kernels both ways, CUDA ones through the path :func:`kernels.gpu.order_path`
+    chooses, other devices and dtypes through broadcasting.
     """
     if isinstance(s, np.ndarray):
         return order_error_matrix(s, im)
+    if gpu.on_cuda(s, im):
+        path = gpu.order_path(s, im)
+        if path != "broadcast":
+            return gpu.order_errors(s, im, path)
     if s.requires_grad or im.requires_grad:
         if _kernel_ready(s) and _kernel_ready(im) and torch.is_grad_enabled():
             return _OrderErrorMatrix.apply(s, im)
@@ -127,15 +132,29 @@ def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tenso
     return measure(method).paired(s, im)
 
 
-def exact_topk(s: np.ndarray, im, method: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+#: Images copied to the GPU at a time when :func:`exact_topk` streams them from the host.
+DEVICE_BLOCK_BYTES = 1 << 28
+
+
+def exact_topk(s: np.ndarray, im, method: str, k: int,
+               device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(errors, indices)`` of each query's ``k`` best images under a measure, streaming ``im`` in blocks.
 
     Ascending errors, ties to the lower image index; ``im`` is any 2-D array-like
-    (an ``.npy`` read by rows, a memory map).
+    (an ``.npy`` read by rows, a memory map), or on a CUDA ``device`` also a tensor
+    or packed rows already there. With a CUDA ``device`` the images are scored there
+    (host rows copied over in blocks of ``DEVICE_BLOCK_BYTES``).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     s = np.asarray(s, dtype=np.float32)
     if s.ndim != 2 or s.shape[1] != im.shape[1]:
         raise ValueError(f"queries of shape {s.shape} do not match {im.shape[1]}-d images")
+    if device is not None and torch.device(device).type == "cuda":
+        q = torch.from_numpy(s).to(device)
+        if not (isinstance(im, torch.Tensor) or gpu.is_packed(im)):
+            rows = max(1, DEVICE_BLOCK_BYTES // max(1, im.shape[1] * np.dtype(im.dtype).itemsize))
+            im = gpu.host_blocks(im, q.device, rows)
+        errors, indices = gpu.device_topk(q, im, int(k), measure(method).errors)
+        return errors.cpu().numpy(), indices.cpu().numpy()
     return measure(method).topk(s, im, int(k))

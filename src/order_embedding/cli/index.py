@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--approximate", action="store_true", help="FAISS candidates re-ranked exactly (needs --ann at build)")
     s.add_argument("--candidates", type=COUNT, default=1000, help="candidates per query in approximate mode")
     s.add_argument("--nprobe", type=COUNT, default=32, help="IVF lists visited (HNSW: search breadth)")
+    s.add_argument("--device", type=DEVICE, help="torch device that encodes the queries and scores them (default: cpu; "
+                   "cuda holds the index on the GPU when it fits, else streams it there in blocks)")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
     s.set_defaults(func=run_search)
 
@@ -83,7 +85,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError("no query: give sentences or --queries FILE")
     index = Index(args.index)
     errors, indices = index.search(sentences, args.k, approximate=args.approximate,
-                                   candidates=args.candidates, nprobe=args.nprobe)
+                                   candidates=args.candidates, nprobe=args.nprobe, device=args.device)
     results = format_results(sentences, errors, indices, index.image_files())
     if args.json:
         print(json.dumps(results, indent=1))

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import runs
 from ..data.npy import NpyRows
 from ..inference import LoadedModel, encode_sentences, load_model
 from ..kernels import bounds as lower_bounds
+from ..kernels import gpu
 from ..measures import exact_topk
 from .ann import load_ann, rerank, set_search_params
 from .layout import (
@@ -22,6 +24,11 @@ from .layout import (
     check_meta,
     check_regular,
 )
+
+#: Share of a GPU's free memory an index may take to be held there between searches (else it is streamed).
+DEVICE_SHARE = 0.5
+#: Rows copied to the GPU at a time when an index is loaded there.
+DEVICE_LOAD_ROWS = 1 << 18
 
 #: Longest line of an index's image list, in bytes (the list may hold this much per image).
 MAX_FILES_BYTES = 4096
@@ -57,6 +64,7 @@ class Index:
         self._mmap: np.ndarray | None = None
         self._bounds: np.ndarray | None = None
         self._files: list[str] | None = None
+        self._held: tuple[str, object] | None = None
         if "bounds" in meta:
             bounds = NpyRows(check_regular(self.path / BOUNDS))
             bounds.close()
@@ -79,7 +87,7 @@ class Index:
         """Whether :meth:`model` has loaded the model already."""
         return self._model is not None
 
-    def model(self, device: str | None = None) -> LoadedModel:
+    def model(self, device: str | torch.device | None = None) -> LoadedModel:
         """The model the index was built with (loaded once), to encode queries."""
         if self._model is None:
             if not self.meta.get("run"):
@@ -112,18 +120,52 @@ class Index:
         """Whether exact search here skips images through the stored lower bounds (needs AVX-512 VNNI)."""
         return "bounds" in self.meta and self.meta["dim"] <= lower_bounds.MAX_DIM and lower_bounds.supported()
 
+    def on_device(self, device: str | torch.device) -> object | None:
+        """The stored embeddings held on a CUDA ``device`` (loaded once; packed for the Triton kernels under the
+        order measure), or None when they would take more than ``DEVICE_SHARE`` of its free memory."""
+        device = torch.device(device)
+        if self._held is not None and self._held[0] == str(device):
+            return self._held[1]
+        self._held = None  # the copy on another device is let go first
+        count, dim = self.rows.shape
+        dtype = torch.float16 if self.meta["dtype"] == "float16" else torch.float32
+        padded = (count + 127) // 128 * 128 * ((dim + 15) // 16 * 16)
+        free, _ = torch.cuda.mem_get_info(device)
+        if padded * dtype.itemsize > DEVICE_SHARE * free:
+            return None
+        held: object
+        if self.method == "order" and gpu.kernels().triton is not None:
+            held = packed = gpu.kernels().Packed(count, dim, dtype, device)
+            for first, block in gpu.host_blocks(self.rows, device, DEVICE_LOAD_ROWS):
+                packed.write(first, block)
+        else:
+            held = whole = torch.empty((count, dim), dtype=dtype, device=device)
+            for first, block in gpu.host_blocks(self.rows, device, DEVICE_LOAD_ROWS):
+                whole[first : first + len(block)] = block
+        self._held = (str(device), held)
+        return held
+
     def search_vectors(self, queries: np.ndarray, k: int = 10, approximate: bool = False,
-                       candidates: int = 1000, nprobe: int = 32, bounds: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                       candidates: int = 1000, nprobe: int = 32, bounds: bool = True,
+                       device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(errors, image indices)`` of the ``k`` best images for each query embedding row.
 
         Exact: the result of scoring every stored row; with ``bounds`` (and when
         :meth:`bounded`), images whose lower bound rules them out are skipped.
+        On a CUDA ``device`` (by default the device of the loaded model, if any)
+        exact search scores on the GPU, holding the embeddings there when they fit
+        (:meth:`on_device`) and streaming them in blocks otherwise.
         Approximate: FAISS proposes ``candidates`` images per query by inner
         product, which are then scored exactly; needs :func:`build_ann` first.
         """
         queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.meta["dim"]:
             raise ValueError(f"queries must be n x {self.meta['dim']}, got shape {queries.shape}")
+        if device is None and self._model is not None:
+            device = self._model.device
+        if not approximate and device is not None and torch.device(device).type == "cuda":
+            held = self.on_device(device)
+            return exact_topk(queries, self.rows if held is None else held, self.method, k, device=device)
         if not approximate:
             if bounds and self.bounded():
                 if self._bounds is None:
@@ -136,17 +178,21 @@ class Index:
         return rerank(queries, self.embeddings(), cand, self.method, k)
 
     def search(self, sentences: Sequence[str], k: int = 10, approximate: bool = False, candidates: int = 1000,
-               nprobe: int = 32, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """``(errors, image indices)`` of the ``k`` best images for each sentence, queries batched together."""
+               nprobe: int = 32, batch_size: int = 1024,
+               device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(errors, image indices)`` of the ``k`` best images for each sentence, queries batched together.
+
+        ``device`` is where the model encodes the queries and exact search scores them (default: cpu).
+        """
         if isinstance(sentences, str):
             raise ValueError("pass a list of sentences, not one string")
         for i, sentence in enumerate(sentences):
             check_query(sentence, f"query {i + 1}" if len(sentences) > 1 else "query")
-        model = self.model()
+        model = self.model(device)
         errors, indices = [], []
         for i in range(0, len(sentences), batch_size):
             q = encode_sentences(model, list(sentences[i : i + batch_size]))
-            e, idx = self.search_vectors(q, k, approximate, candidates, nprobe)
+            e, idx = self.search_vectors(q, k, approximate, candidates, nprobe, device=model.device)
             errors.append(e)
             indices.append(idx)
         if not errors:

@@ -3,7 +3,8 @@
 :mod:`.cpu` fills error matrices, their gradients and streamed top-k lists without
 captions x images x dim temporaries; :mod:`.bounds` is the exact top-k that skips
 images through 7-bit lower bounds; :mod:`.cuda` holds the Triton versions for CUDA
-tensors; :mod:`.common` is what they share.
+tensors (error matrix, its gradients, top-k); :mod:`.gpu` chooses what CUDA tensors
+run and keeps top-k on the device; :mod:`.common` is what the CPU kernels share.
 """
 from .cpu import (
     as_float32,
