@@ -253,11 +253,12 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
     if captions != test.captions or not np.all(np.diff(test.cap2img) >= 0):
         raise ValueError(f"{json_path}: the test captions differ from those of the loaded split")
     n_folds = max(1, test.n_images // scale.fold_size)
-    fold_size = test.n_images // n_folds
+    fold_size = min(scale.fold_size, test.n_images)
     results: dict[str, Any] = {
         "seed": seed, "scale": asdict(scale),
-        "protocol": (f"{test.n_images:,} held-out test images, the mean over {n_folds} folds of {fold_size:,}; "
-                     "a caption describes an image when data/shapes_truth.py finds it true of the image's scene")}
+        "protocol": (f"{test.n_images:,} held-out test images"
+                     + (f", the mean over {n_folds} folds of {fold_size:,}" if n_folds > 1 else ", scored together")
+                     + "; a caption describes an image when data/shapes_truth.py finds it true of the image's scene")}
     for preset in MODELS:
         run_dir = out_dir / "runs" / preset
         if not (run_dir / runs.BEST).exists():

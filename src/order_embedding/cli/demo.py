@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             f"or ./{QUICK.out} with --quick)")
     p.add_argument("--quick", action="store_true",
                    help=f"a small version ({QUICK.n_train:,} training images, {QUICK.max_epochs} epochs per model) "
-                        "that finishes in about a minute")
+                        "that finishes in about a minute on two idle cores")
     p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a world and models in the folder that were made with other settings")
