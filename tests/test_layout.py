@@ -16,7 +16,7 @@ LAYERS = (
     ("backbones", "vision", "model"),
     ("loss", "optim", "legacy"),
     ("inference",),
-    ("evaluation", "report"),
+    ("evaluation", "report", "relevance"),
     ("train", "distributed"),
     ("demo", "hypernym", "entailment"),
     ("index",),

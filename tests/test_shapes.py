@@ -331,3 +331,51 @@ def test_bad_input(tmp_path, dataset):
         shapes.hierarchy_pairs(path, split="restval")
     with pytest.raises(ValueError, match="not found"):
         shapes.hierarchy_pairs(tmp_path / "missing.json")
+
+
+def test_hierarchy_pairs_by_kind(dataset):
+    path, data = dataset
+    by_kind = shapes.hierarchy_pairs_by_kind(path, split="test")
+    assert list(by_kind) == list(shapes.PAIR_KINDS) and all(by_kind.values())
+    everything = shapes.hierarchy_pairs(path, split="test")
+    assert sum(map(len, by_kind.values())) == len(everything)
+    assert {p for ps in by_kind.values() for p in ps} == set(everything)
+    images = [[s["raw"] for s in im["sentences"]] for im in data["images"] if im["split"] == "test"]
+    own = {(cs[i], cs[j]) for cs in images for i, j in itertools.combinations(range(5), 2)}
+    assert set(by_kind["own captions"]) <= own <= set(everything)  # a pair drawn first as cross-image keeps that kind
+    every_caption = {c for cs in images for c in cs}
+    assert all(s in every_caption for _, s in by_kind["constructed"])
+    assert all(g in every_caption and s in every_caption for g, s in by_kind["cross-image"])
+
+
+def test_length_controlled_pairs(dataset):
+    """Each pair: the general caption has at least as many words, is true of every test scene the specific one
+    is true of, and is strictly more general by the truth checker; so the word-count rule is at most 50 %."""
+    from order_embedding.data.shapes_truth import is_true_of, load_scenes, more_general
+    from order_embedding.data.shapes_truth import parse_caption as claim_of
+
+    path, data = dataset
+    pairs = shapes.length_controlled_pairs(path, split="test")
+    n_test = sum(im["split"] == "test" for im in data["images"])
+    assert len(pairs) >= 0.8 * n_test and len(set(pairs)) == len(pairs)
+    _, scenes = load_scenes(path, "test")
+    own = {s["raw"] for im in data["images"] if im["split"] == "test" for s in im["sentences"]}
+    for general, specific in pairs:
+        assert specific in own and general != specific
+        assert shapes.word_count(general) >= shapes.word_count(specific)
+        g, s = claim_of(general), claim_of(specific)
+        assert more_general(g, s) and not more_general(s, g)
+        assert all(is_true_of(g, scene) for scene in scenes if is_true_of(s, scene))
+    from order_embedding.demo import word_count_accuracy
+
+    assert word_count_accuracy(pairs) <= 50.0
+    # Several kinds of edit occur: a shape named by a general noun, a dropped count, an opening added.
+    assert any(set(g.split()) & {"shape", "object", "thing"} - set(s.split()) for g, s in pairs)
+    assert any(":" in s and ":" not in g for g, s in pairs)
+    assert any(g.startswith(("an image of", "a picture of")) and not s.startswith(("an image", "a picture"))
+               for g, s in pairs)
+    assert pairs == shapes.length_controlled_pairs(path, split="test")
+
+
+def test_word_count():
+    assert shapes.word_count("exactly two shapes : a red star , a circle and a square") == 11

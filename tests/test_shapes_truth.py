@@ -77,3 +77,53 @@ def test_precision_at_10_against_a_direct_computation(world):
     assert got["all"] == pytest.approx(100 * share.mean())
     assert got["general"] == pytest.approx(100 * share[place < 2].mean())
     assert got["specific"] == pytest.approx(100 * share[place >= 3].mean())
+
+
+def test_truth_matrix_is_the_checker_on_every_pair(world):
+    from order_embedding.data.shapes_truth import truth_matrix
+
+    path, _ = world
+    captions, scenes = load_scenes(path, "test")
+    expected = np.array([[is_true_of(parse_caption(c), s) for s in scenes] for c in captions])
+    got = truth_matrix(captions, scenes)
+    assert got.shape == (300, 60) and np.array_equal(got, expected) and 0 < got.mean() < 1
+
+
+@pytest.mark.parametrize("general, specific, expected", [
+    ("a shape", "a red star", True),
+    ("a red star", "a shape", False),
+    ("a red star", "a red star", False),  # not strictly
+    ("there is a red star", "a picture of a red star", False),  # the same facts in other words
+    ("a red object", "a red star and a blue circle", True),
+    ("exactly two shapes : a star", "a star and a circle", False),  # the count is not stated
+    ("two shapes in total : a star", "exactly two objects : a red star and a circle", True),
+    ("a thing", "exactly one shape", True),  # every scene has an object, not every one exactly one
+    ("a thing", "there is a shape", False),  # both true of every scene
+    ("a star and a shape", "a star", False),  # two objects are not implied by one
+    ("a star , a circle and a square", "exactly three shapes : a star , a circle and a square", False),
+    ("a big star on the left", "a large red star at the left", True),
+])
+def test_more_general_on_hand_made_pairs(general, specific, expected):
+    from order_embedding.data.shapes_truth import more_general
+
+    assert more_general(parse_caption(general), parse_caption(specific)) is expected
+
+
+def test_more_general_against_every_small_scene():
+    """On captions about one object, the answer is that of every scene of one object, enumerated directly."""
+    import itertools
+
+    from order_embedding.data.shapes_truth import more_general
+
+    scenes = [[dict(zip(("shape", "colour", "size", "position"), values))]
+              for values in itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.SIZES, shapes.POSITIONS)]
+    captions = ["exactly one shape : a red thing", "a red star", "a star", "there is a small red shape",
+                "a red star on the left", "a thing on the left", "exactly one object : a big star"]
+    for g, s in itertools.permutations(captions, 2):
+        gc, sc = parse_caption(g), parse_caption(s)
+        truth_g = np.array([is_true_of(gc, x) for x in scenes])
+        truth_s = np.array([is_true_of(sc, x) for x in scenes])
+        # Every caption here is about one object and states the count 1 or is true of some one-object scene,
+        # so one-object scenes decide whenever the specific caption states the count 1.
+        if sc.count == 1:
+            assert more_general(gc, sc) == bool(truth_g[truth_s].all() and (truth_g & ~truth_s).any()), (g, s)

@@ -4,25 +4,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..demo import format_demo, run_demo, write_json
+from ..demo import FULL, QUICK, format_demo, run_demo, write_json
 from .types import COUNT0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and compare both models on a generated world (no download)",
                        description="Generate the shapes world, train the order and symmetric models from pixels, "
-                                   "and print retrieval and hierarchy results. The full demo takes about 20 minutes on two CPU cores.")
-    p.add_argument("--out", type=Path, default=Path("demo"), help="folder for data and runs (default: ./demo)")
+                                   "and print retrieval and hierarchy results beside their baselines. "
+                                   "The full demo takes about 20 minutes on two CPU cores.")
+    p.add_argument("--out", type=Path, help=f"folder for data and runs (default: ./{FULL.out}, "
+                                            f"or ./{QUICK.out} with --quick)")
     p.add_argument("--quick", action="store_true",
-                   help="a small version (2,000 training images, 45 updates per model) that finishes in under a minute")
+                   help=f"a small version ({QUICK.n_train:,} training images, {QUICK.max_epochs} epochs per model) "
+                        "that finishes in about a minute on two idle cores")
     p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a world and models in the folder that were made with other settings")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    results = run_demo(args.out, quick=args.quick, seed=args.seed, verbose=not args.quiet)
+    results = run_demo(args.out, scale=QUICK if args.quick else FULL, seed=args.seed, verbose=not args.quiet,
+                       overwrite=args.overwrite)
     print(format_demo(results))
     if args.json:
         write_json(results, args.json)

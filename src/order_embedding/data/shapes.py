@@ -53,6 +53,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..runs import atomic_write
+from .shapes_truth import more_general, parse_caption
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 #: Colour names and their RGB values.
@@ -380,6 +381,10 @@ def _load_entries(json_path: str | os.PathLike, split: str) -> list[dict[str, An
     return entries
 
 
+#: The kinds of (general, specific) pair :func:`hierarchy_pairs` builds.
+PAIR_KINDS = ("own captions", "constructed", "cross-image")
+
+
 def hierarchy_pairs(json_path: str | os.PathLike, split: str = "test", n_pairs: int | None = None,
                     seed: int = 0) -> list[tuple[str, str]]:
     """(general, specific) caption pairs of a split where the first strictly generalises the second.
@@ -395,21 +400,39 @@ def hierarchy_pairs(json_path: str | os.PathLike, split: str = "test", n_pairs: 
     Without ``n_pairs`` all pairs are returned in that order, image by image; otherwise
     ``n_pairs`` of them drawn at random without replacement. Pairs are unique.
     """
+    pairs, rng = _kinded_pairs(json_path, split, seed)
+    if n_pairs is None:
+        return [(g, s) for g, s, _ in pairs]
+    if not 0 <= n_pairs <= len(pairs):
+        raise ValueError(f"n_pairs must be between 0 and {len(pairs)} for split {split!r}, got {n_pairs}")
+    return [(g, s) for g, s, _ in rng.sample(pairs, n_pairs)]
+
+
+def hierarchy_pairs_by_kind(json_path: str | os.PathLike, split: str = "test",
+                            seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """All of :func:`hierarchy_pairs`, grouped by kind (:data:`PAIR_KINDS`)."""
+    pairs, _ = _kinded_pairs(json_path, split, seed)
+    return {kind: [(g, s) for g, s, k in pairs if k == kind] for kind in PAIR_KINDS}
+
+
+def _kinded_pairs(json_path: str | os.PathLike, split: str,
+                  seed: int) -> tuple[list[tuple[str, str, str]], random.Random]:
+    """:func:`hierarchy_pairs`' pairs with their kinds, and the random generator that drew them."""
     entries = _load_entries(json_path, split)
     rng = random.Random(f"hierarchy:{seed}")
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, str]] = []
     seen: set[tuple[str, str]] = set()
 
-    def add(general: str, specific: str) -> None:
+    def add(general: str, specific: str, kind: str) -> None:
         if (general, specific) not in seen:
             seen.add((general, specific))
-            pairs.append((general, specific))
+            pairs.append((general, specific, kind))
 
     for idx, im in enumerate(entries):
         raws = [s["raw"] for s in im["sentences"]]
         chain = im["caption_facts"]
         for i, j in itertools.combinations(range(len(raws)), 2):
-            add(raws[i], raws[j])
+            add(raws[i], raws[j], "own captions")
         for _ in range(2):
             j = rng.randrange(2, len(chain))
             stated = sorted((d["ref"], a) for d in chain[j]["objects"] for a in ATTRIBUTES if a in d)
@@ -417,7 +440,7 @@ def hierarchy_pairs(json_path: str | os.PathLike, split: str = "test", n_pairs: 
             most = len(stated) - (0 if chain[j]["count"] is not None and not keep_count else 1)
             keep = sorted(rng.sample(range(len(stated)), rng.randint(1, most)))
             general = _facts(im["objects"], [stated[k] for k in keep], count=keep_count)
-            add(caption_text(general, rng), raws[j])
+            add(caption_text(general, rng), raws[j], "constructed")
         if len(entries) > 1:
             i = rng.randrange(2)
             for _ in range(50):
@@ -425,10 +448,109 @@ def hierarchy_pairs(json_path: str | os.PathLike, split: str = "test", n_pairs: 
                 other += other >= idx
                 j = rng.randrange(3, 5)
                 if strictly_generalises(chain[i], entries[other]["caption_facts"][j]):
-                    add(raws[i], entries[other]["sentences"][j]["raw"])
+                    add(raws[i], entries[other]["sentences"][j]["raw"], "cross-image")
                     break
-    if n_pairs is None:
-        return pairs
-    if not 0 <= n_pairs <= len(pairs):
-        raise ValueError(f"n_pairs must be between 0 and {len(pairs)} for split {split!r}, got {n_pairs}")
-    return rng.sample(pairs, n_pairs)
+    return pairs, rng
+
+
+# ---------------------------------------------------------------- length-controlled pairs
+
+
+def word_count(caption: str) -> int:
+    """The number of words of a caption (its tokens less the punctuation "," and ":")."""
+    return sum(t not in (",", ":") for t in caption.split())
+
+
+_SIZE_WORD_SET = {w for words in _SIZE_WORDS.values() for w in words}
+_COUNT_WORD_SET = {w for form in _COUNT_FORMS for w in form.split() if "{" not in w} | set(_NUMBERS.values())
+
+
+def _split_caption(tokens: list[str]) -> tuple[list[str], list[str], list[list[str]]]:
+    """A caption's head (an opening or a count, with its ":"), the separators between its object phrases, and
+    the phrases."""
+    if ":" in tokens:
+        k = tokens.index(":") + 1
+    elif tokens and tokens[0] in _COUNT_WORD_SET and any(t in _NUMBERS.values() for t in tokens):
+        k = len(tokens)  # the count alone
+    else:
+        k = max((len(o.split()) for o in _OPENINGS if o and tokens[:len(o.split())] == o.split()), default=0)
+    separators: list[str] = []
+    phrases: list[list[str]] = [[]]
+    for t in tokens[k:]:
+        if t in (",", "and"):
+            separators.append(t)
+            phrases.append([])
+        else:
+            phrases[-1].append(t)
+    return tokens[:k], separators, phrases if tokens[k:] else []
+
+
+def _generalised_wording(caption: str, rng: random.Random) -> str | None:
+    """A caption that states part of what ``caption`` states, with at least as many words, made by one or two
+    edits of its words (a shape named by a general noun; a size, colour or position phrase left out; the count
+    left out), an opening (or a longer count form) making up the words left out; None when none fits."""
+    head, separators, phrases = _split_caption(caption.split())
+    counted = ":" in head or (head and not phrases)
+    edits: list[tuple[str, int]] = []
+    for i, phrase in enumerate(phrases):
+        edits += [("noun", i)] if any(w in SHAPES for w in phrase) else []
+        edits += [("size", i)] if any(w in _SIZE_WORD_SET for w in phrase) else []
+        edits += [("colour", i)] if any(w in COLOURS for w in phrase) else []
+        edits += [("position", i)] if len(phrase) > 3 and phrase[-3] in ("on", "at", "near", "in") else []
+    edits += [("count", -1)] if counted and phrases else []
+    if not edits:
+        return None
+    phrases = [list(p) for p in phrases]
+    for edit, i in rng.sample(edits, min(len(edits), rng.choice((1, 2)))):
+        if edit == "noun":
+            phrases[i] = [rng.choice(_NOUNS) if w in SHAPES else w for w in phrases[i]]
+        elif edit == "size":
+            phrases[i] = [w for w in phrases[i] if w not in _SIZE_WORD_SET]
+        elif edit == "colour":
+            phrases[i] = [w for w in phrases[i] if w not in COLOURS]
+        elif edit == "position":
+            phrases[i] = phrases[i][:-3]
+        else:
+            counted, head = False, []
+    for p in phrases:
+        p[0] = "an" if p[1][0] in "aeiou" else "a"
+    body: list[str] = []
+    for k, p in enumerate(phrases):
+        body += ([separators[k - 1]] if k else []) + p
+    short = word_count(caption) - word_count(" ".join(body))
+    if counted:
+        if word_count(" ".join(head)) < short:  # the count form with the most words: "{n} {noun} in total"
+            n, noun = (w for w in head if w not in _COUNT_WORD_SET - set(_NUMBERS.values()) and w != ":")
+            head = _COUNT_FORMS[2].format(n=n, noun=noun).split() + ([":"] if body else [])
+    else:
+        fitting = [o.split() for o in _OPENINGS if len(o.split()) >= short]
+        if not fitting:
+            return None
+        head = rng.choice(fitting)
+    general = " ".join(head + body)
+    return general if word_count(general) >= word_count(caption) else None
+
+
+def length_controlled_pairs(json_path: str | os.PathLike, split: str = "test", seed: int = 0,
+                            tries: int = 8) -> list[tuple[str, str]]:
+    """(general, specific) caption pairs of a split in which the general caption has at least as many words.
+
+    For each image, one of its captions (the specific one, drawn at random) and a generalised wording of it
+    (:func:`_generalised_wording`); the pair is kept when the truth checker finds the general caption true of
+    every scene the specific one is true of, and of some scene it is not (:func:`shapes_truth.more_general`).
+    Up to ``tries`` draws per image; an image whose draws all fail gives no pair. Pairs are unique.
+    """
+    entries = _load_entries(json_path, split)
+    rng = random.Random(f"length-controlled:{seed}")
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for im in entries:
+        for _ in range(tries):
+            specific = rng.choice(im["sentences"])["raw"]
+            general = _generalised_wording(specific, rng)
+            if (general is not None and (general, specific) not in seen
+                    and more_general(parse_caption(general), parse_caption(specific))):
+                seen.add((general, specific))
+                pairs.append((general, specific))
+                break
+    return pairs

@@ -8,14 +8,23 @@ alone, such as "only two objects") and matches
 the phrases against the scene's ``objects`` (shape, colour, size, position). A caption
 is true of a scene when every phrase matches a different object of the scene and any
 stated count equals the number of objects.
+
+:func:`truth_matrix` answers the same question for many captions and scenes at once, and
+:func:`more_general` decides whether one caption is strictly more general than another
+over every scene of the world: a scene holds 1 to 3 objects at distinct positions, each
+with a shape, colour, size and position.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 _SIZES = {"small": "small", "little": "small", "large": "large", "big": "large"}
 _COLOURS = {"red", "green", "blue", "yellow", "purple", "cyan"}
@@ -24,6 +33,10 @@ _NOUNS = {"shape", "shapes", "object", "objects", "thing"}
 _POSITIONS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "centre": "centre",
               "middle": "centre"}
 _NUMBERS = {"one": 1, "two": 2, "three": 3}
+#: Every value of each attribute, and the most objects a scene holds.
+_VALUES = {"shape": tuple(sorted(_SHAPES)), "colour": tuple(sorted(_COLOURS)), "size": ("large", "small"),
+           "position": ("bottom", "centre", "left", "right", "top")}
+_MAX_OBJECTS = 3
 _FILLER = {"a", "an", "the", "on", "at", "near", "in", "there", "is", "picture", "image", "of", "exactly", "only",
            "total"}
 
@@ -92,3 +105,84 @@ def load_scenes(json_path: str | os.PathLike, split: str) -> tuple[list[str], li
     entries = [im for im in data["images"] if im["split"] == name]
     captions = [s["raw"] for im in entries for s in im["sentences"]]
     return captions, [im["objects"] for im in entries]
+
+
+_ATTRIBUTES = tuple(_VALUES)
+
+
+@dataclass(frozen=True)
+class SceneTable:
+    """Scenes as arrays for :func:`claim_truth`: ``values[scene, slot, attribute]``, the index of the value in
+    ``_VALUES[attribute]`` (attributes in that order; -1 in an empty slot), and each scene's number of objects."""
+
+    values: np.ndarray
+    counts: np.ndarray
+
+
+def scene_table(scenes: Sequence[Sequence[dict[str, Any]]]) -> SceneTable:
+    """The table of scenes given as lists of objects (attribute -> value)."""
+    width = max((len(s) for s in scenes), default=0)
+    values = np.full((len(scenes), width, len(_ATTRIBUTES)), -1, dtype=np.int8)
+    for i, scene in enumerate(scenes):
+        for j, obj in enumerate(scene):
+            values[i, j] = [_VALUES[a].index(obj[a]) for a in _ATTRIBUTES]
+    return SceneTable(values, np.array([len(s) for s in scenes], dtype=np.int64))
+
+
+def claim_truth(claim: Claim, table: SceneTable) -> np.ndarray:
+    """Whether ``claim`` is true of each scene of ``table`` (:func:`is_true_of` for many scenes at once)."""
+    n, width = table.values.shape[:2]
+    holds = np.ones(n, dtype=bool) if claim.count is None else table.counts == claim.count
+    if len(claim.objects) > width:
+        return np.zeros(n, dtype=bool)
+    present = np.arange(width) < table.counts[:, None]
+    matches = []  # per phrase: which slots of each scene it describes
+    for desc in claim.objects:
+        match = present.copy()
+        for attribute, value in desc:
+            match &= table.values[:, :, _ATTRIBUTES.index(attribute)] == _VALUES[attribute].index(value)
+        matches.append(match)
+    found = np.zeros(n, dtype=bool)
+    for chosen in itertools.permutations(range(width), len(matches)):
+        assigned = np.ones(n, dtype=bool)
+        for match, j in zip(matches, chosen):
+            assigned &= match[:, j]
+        found |= assigned
+    return holds & found
+
+
+def truth_matrix(captions: Sequence[str], scenes: Sequence[Sequence[dict[str, Any]]]) -> np.ndarray:
+    """Captions x scenes: whether each caption is true of each scene."""
+    table = scene_table(scenes)
+    return np.array([claim_truth(parse_caption(c), table) for c in captions], dtype=bool).reshape(
+        len(captions), len(scenes))
+
+
+def _universe(claims: Sequence[Claim]) -> SceneTable:
+    """Every scene of the world up to values no claim names: those are interchangeable for the claims, so each
+    attribute takes the named values and one other (positions: enough others to fill a scene's slots)."""
+    named = {a: {v for c in claims for d in c.objects for a2, v in d if a2 == a} for a in _ATTRIBUTES}
+    values = {}
+    for a, all_values in _VALUES.items():
+        others = [v for v in all_values if v not in named[a]]
+        kept = sorted(named[a]) + others[:_MAX_OBJECTS if a == "position" else 1]
+        values[a] = [all_values.index(v) for v in kept]
+    looks = np.array(list(itertools.product(values["shape"], values["colour"], values["size"])), dtype=np.int8)
+    blocks, counts = [], []
+    for n in range(1, _MAX_OBJECTS + 1):
+        places = np.array(list(itertools.combinations(values["position"], n)), dtype=np.int8)
+        chosen = looks[np.array(list(itertools.product(range(len(looks)), repeat=n)))]  # (looks^n, n, 3)
+        block = np.full((len(places), len(chosen), _MAX_OBJECTS, len(_ATTRIBUTES)), -1, dtype=np.int8)
+        block[:, :, :n, :3] = chosen[None]
+        block[:, :, :n, 3] = places[:, None, :]
+        blocks.append(block.reshape(-1, _MAX_OBJECTS, len(_ATTRIBUTES)))
+        counts.append(np.full(len(blocks[-1]), n))
+    return SceneTable(np.concatenate(blocks), np.concatenate(counts))
+
+
+@functools.lru_cache(maxsize=4096)
+def more_general(general: Claim, specific: Claim) -> bool:
+    """Whether ``general`` is true of every scene ``specific`` is true of, and of some scene it is not."""
+    table = _universe((general, specific))
+    g, s = claim_truth(general, table), claim_truth(specific, table)
+    return bool(np.all(g[s]) and np.any(g & ~s))

@@ -1,7 +1,7 @@
 """Which (general, specific) caption pairs of the demo's hierarchy check a model orders correctly.
 
 Reads a demo folder (``DIR/data`` and ``DIR/runs/RUN``, as ``order-embedding demo`` or
-``bench_demo_seeds.py`` leave them, or ``bench_demo_swings.py``'s ``epochNN.safetensors``
+``experiments/demo_seeds.py`` leave them, or ``experiments/demo_swings.py``'s ``epochNN.safetensors``
 copies) and prints, for each checkpoint, the hierarchy check over all pairs of a split and
 split by the kind of pair (the kinds ``shapes.hierarchy_pairs`` builds):
 
@@ -13,17 +13,19 @@ split by the kind of pair (the kinds ``shapes.hierarchy_pairs`` builds):
 Each figure is ``demo.hierarchy_accuracy`` on that kind's pairs (chance 50 %), with the
 number of pairs; then the CPU model.
 
-Usage: python benchmarks/bench_hierarchy_pairs.py DIR [--split test] [--seed 0] [--run order]
+Usage: python experiments/hierarchy_pairs.py DIR [--split test] [--seed 0] [--run order]
        [--checkpoints model.safetensors epoch10.safetensors ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-from machine import cpu_model
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # machine.py
+from machine import cpu_model  # noqa: E402
 
 from order_embedding.data.shapes import ATTRIBUTES, JSON_NAME, hierarchy_pairs
 from order_embedding.demo import hierarchy_accuracy

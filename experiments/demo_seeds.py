@@ -5,23 +5,26 @@ Each seed generates its own shapes world and trains both models from scratch in
 ``OUT/seed{k}`` (a seed whose runs are already there is only evaluated again). Prints,
 per seed, the demo's table and its wall time; then, per model, the minimum, maximum and
 spread (max - min) over the seeds of each R@K, median and mean rank, the hierarchy check
-and precision@10 (each the mean over the test folds); then, per model and seed, the spread
+precision@10, average precision and ROC AUC (each the mean over the test folds); then, per model and seed, the spread
 of each R@K over the test folds (the test sampling noise within one seed); then, per model
 and seed, the largest change of the dev selection score
 (text-to-image R@1 + R@5 + R@10) between consecutive validations in the epochs before
 ``lr_update`` and in those after it; and the CPU model.
 
-Usage: python benchmarks/bench_demo_seeds.py [--out /tmp/demo-seeds] [--seeds 0 1 2]
+Usage: python experiments/demo_seeds.py [--out /tmp/demo-seeds] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # machine.py
+from machine import cpu_model  # noqa: E402
 
 from order_embedding import runs
 from order_embedding.demo import FULL, format_demo, run_demo
@@ -30,10 +33,11 @@ from order_embedding.demo import FULL, format_demo, run_demo
 def figures(result: dict) -> dict[str, float]:
     """The demo's figures of one model (or one test fold) as flat ``name: value`` pairs."""
     out = {f"{d} {k}": v for d in ("i2t", "t2i") for k, v in result[d].items()}
-    if "hierarchy_accuracy" in result:
-        out["hierarchy"] = result["hierarchy_accuracy"]
-    for k, v in result.get("precision_at_10", {}).items():
-        out[f"P@10 {k}"] = v
+    for group, label in (("hierarchy", "hierarchy"), ("precision_at_10", "P@10"), ("average_precision", "AP")):
+        for k, v in result.get(group, {}).items():
+            out[f"{label} {k}"] = v
+    if "roc" in result:
+        out["ROC AUC"] = result["roc"]["auc"]
     return out
 
 
@@ -73,10 +77,10 @@ def main() -> None:
         for name in (n for n in per_seed[0][0] if "R@" in n):
             cells = " | ".join(f"{np.ptp([f[name] for f in folds]):5.1f}" for folds in per_seed)
             print(f"    {name:<16} {cells}")
-    print(f"largest change of the dev score between consecutive validations (epochs < {FULL['lr_update']} | after)")
+    print(f"largest change of the dev score between consecutive validations (epochs < {FULL.lr_update} | after)")
     for seed in args.seeds:
         for model in ("order", "symmetric"):
-            before, after = dev_swings(Path(results[seed][model]["run_dir"]), FULL["lr_update"])
+            before, after = dev_swings(Path(results[seed][model]["run_dir"]), FULL.lr_update)
             print(f"  seed {seed} {model:<10} {before:5.1f} | {after:5.1f}")
     print(f"CPU: {cpu_model()}")
 

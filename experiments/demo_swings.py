@@ -18,18 +18,22 @@ The model, optimizer and schedule default to the full demo's (``demo.FULL``); ``
 and ``--image-size`` train other widths or image sizes on the same kind of world (a world already in
 OUT is used as it is, so give each image size its own ``--out``).
 
-Usage: python benchmarks/bench_demo_swings.py [--out /tmp/demo-swings] [--optimizer adam_original]
+Usage: python experiments/demo_swings.py [--out /tmp/demo-swings] [--optimizer adam_original]
        [--lr-update 8] [--epochs 12] [--seed 0] [--dim 512] [--dim-word 128] [--image-size 48]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import shutil
+import sys
 from pathlib import Path
 
 import torch
-from machine import cpu_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # machine.py
+from machine import cpu_model  # noqa: E402
 
 from order_embedding import runs
 from order_embedding.cli.types import COUNT
@@ -59,23 +63,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/demo-swings"))
     ap.add_argument("--name", default="order", help="run folder name under OUT/runs")
-    ap.add_argument("--optimizer", default=FULL["optimizer"])
-    ap.add_argument("--lr-update", type=lambda v: None if v == "none" else int(v), default=FULL["lr_update"],
+    ap.add_argument("--optimizer", default=FULL.optimizer)
+    ap.add_argument("--lr-update", type=lambda v: None if v == "none" else int(v), default=FULL.lr_update,
                     help="epochs before the tenfold learning-rate drop, or 'none'")
-    ap.add_argument("--epochs", type=int, default=FULL["max_epochs"])
+    ap.add_argument("--epochs", type=int, default=FULL.max_epochs)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dim", type=COUNT, default=FULL["dim"], help="embedding size")
-    ap.add_argument("--dim-word", type=COUNT, default=FULL["dim_word"], help="word embedding size")
-    ap.add_argument("--image-size", type=COUNT, default=FULL["image_size"], help="side of the rendered images")
+    ap.add_argument("--dim", type=COUNT, default=FULL.dim, help="embedding size")
+    ap.add_argument("--dim-word", type=COUNT, default=FULL.dim_word, help="word embedding size")
+    ap.add_argument("--image-size", type=COUNT, default=FULL.image_size, help="side of the rendered images")
     args = ap.parse_args()
 
     data = args.out / "data"
     if not (data / "dataset_shapes.json").exists():
-        generate_shapes(data, n_train=FULL["n_train"], n_dev=FULL["n_dev"], n_test=FULL["n_test"], seed=args.seed,
+        generate_shapes(data, n_train=FULL.n_train, n_dev=FULL.n_dev, n_test=FULL.n_test, seed=args.seed,
                         image_size=args.image_size, verbose=False)
     pairs = hierarchy_pairs(data / "dataset_shapes.json", split="dev", seed=args.seed)
     run_dir = args.out / "runs" / args.name
-    scale = {**FULL, "dim": args.dim, "dim_word": args.dim_word, "image_size": args.image_size}
+    scale = dataclasses.replace(FULL, dim=args.dim, dim_word=args.dim_word, image_size=args.image_size)
     options = {**train_options(scale), "optimizer": args.optimizer, "lr_update": args.lr_update}
     train = dev = train_pixels = dev_pixels = None
     rows = []
