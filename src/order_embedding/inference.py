@@ -62,6 +62,9 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise runs.RunError(f"{source}: parameters do not match the config (missing {missing}, unexpected {extra})")
+    # weights stored in another float precision compute in the model's own (float16, bfloat16, float64 alike)
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() and expected[k].is_floating_point() else v
+             for k, v in state.items()}
     for name, tensor in expected.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise runs.RunError(
@@ -145,9 +148,13 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
         raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
     if features.dtype.kind not in "fiu":
         raise ValueError(f"{source}: features must be numbers, got dtype {features.dtype}")
-    bad = int((~np.isfinite(features)).any(axis=1).sum()) if features.dtype.kind == "f" else 0
+    bad = 0
+    if features.dtype.kind == "f":  # checked as the model computes with them: float64 beyond float32's range is inf
+        with np.errstate(over="ignore"):
+            for i in range(0, len(features), 65536):
+                bad += int((~np.isfinite(np.asarray(features[i : i + 65536], np.float32))).any(axis=1).sum())
     if bad:
-        raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity")
+        raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity (as float32)")
     warn_unnormalised(features, source)
     return features
 

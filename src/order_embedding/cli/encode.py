@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.splits import open_features
 from ..data.text import read_caption_chunks
 from ..inference import (
     encode_captions_file,
@@ -14,7 +15,7 @@ from ..inference import (
     images_from_files,
     load_model,
 )
-from ..runs import atomic_write
+from ..runs import atomic_write, check_output
 from .types import COUNT, DEVICE
 
 
@@ -47,6 +48,7 @@ def image_list(path: Path, root: Path | None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.out, "--out", [args.run, args.captions, args.features, args.images])
     model = load_model(args.run, device=args.device)
     if args.captions is not None:  # streamed in chunks to the .npy: memory does not grow with the file
         n, dim = encode_captions_file(model, args.captions, args.out, batch_size=args.batch_size, verbose=True)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.images is not None:
         features = images_from_files(model, image_list(args.images, args.image_root), verbose=True)
     else:
-        features = np.load(args.features, mmap_mode="r", allow_pickle=False)
+        features = open_features(args.features)
     out = encode_images(model, features, verbose=True, batch_size=args.batch_size)
     buf = io.BytesIO()
     np.save(buf, out)

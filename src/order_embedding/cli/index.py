@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .. import runs
 from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data", metavar="DATA_DIR", help="data set of --split (default: the one the run trained on)")
     b.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder to create")
     b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index folder (never a folder of another kind)")
     b.add_argument("--ann", choices=("ivf", "hnsw"), help="also build a FAISS candidate index for approximate search")
     b.add_argument("--nlist", type=COUNT, help="IVF lists (default: about 4 sqrt(images))")
     b.add_argument("--device", type=DEVICE, help="torch device for encoding (default: cpu)")
@@ -53,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     if sum(x is not None for x in (args.features, args.images, args.split)) != 1:
         raise ValueError("give exactly one of FEATURES, --images TXT or --split NAME")
+    runs.check_output(args.out, "--out", [args.run, args.features, args.images, args.data], folder=True)
+    runs.check_replaceable(args.out, "index", args.overwrite)
     model = load_model(args.run, device=args.device or "cpu")
     features, images = args.features, None
     if args.images is not None:
