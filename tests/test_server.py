@@ -656,8 +656,8 @@ def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp
 
     data = karpathy_data(ws, tmp_path / "karpathy")
     parsed = []
-    real_load = json.load
-    monkeypatch.setattr(data_splits.json, "load", lambda f, **kw: parsed.append(f.name) or real_load(f, **kw))
+    real_load = data_splits.load_karpathy_json
+    monkeypatch.setattr(data_splits, "load_karpathy_json", lambda path: parsed.append(path) or real_load(path))
     c = TestClient(create_app(ws["runs"], data_dir=data, prepare=False))
     for i in range(50):
         r = c.get("/api/search", params={"run": "order", "split": f"x{i}", "q": "a red dot"})

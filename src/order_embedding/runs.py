@@ -366,6 +366,8 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> int:
         raise RunError(f"{path}: {what} not found") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise RunError(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(st.st_mode):
         raise RunError(f"{path}: not a regular file")
     try:
@@ -489,9 +491,9 @@ def read_header(fd: int, path: str | os.PathLike) -> tuple[bytes, dict[str, Any]
         raise RunError(f"{bad} (header of {n} bytes in a file of {size})")
     raw = _read_exactly(fd, n, path)
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{bad} (header is not JSON: {e})") from None
+        header = parse_json(raw, "header")
+    except RunError as e:
+        raise RunError(f"{bad} ({e})") from None
     if not isinstance(header, dict):
         raise RunError(f"{bad} (header is not a JSON object)")
     end = 0
@@ -519,8 +521,8 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         os.close(fd)
     try:
         tensors = st_load(data)
-        meta = {k: json.loads(v) for k, v in header.get("__metadata__", {}).items()}
-    except (SafetensorError, ValueError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = {k: parse_json(v, f"metadata {k!r}") for k, v in header.get("__metadata__", {}).items()}
+    except (SafetensorError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: corrupt or truncated checkpoint ({e})") from None
     return tensors, meta
 
@@ -598,6 +600,7 @@ def read_metrics(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
                     line = f.readline(MAX_METRICS_LINE + 1)
                 continue
             try:
-                yield json.loads(line.decode("utf-8", errors="replace"))
-            except json.JSONDecodeError:
+                record = parse_json(line.decode("utf-8", errors="replace"), path)
+            except RunError:
                 continue
+            yield record
