@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ..data.splits import open_features
+from ..data.splits import InputWarning, open_features
 from ..data.text import read_caption_chunks
 from ..inference import (
     encode_captions_file,
@@ -15,7 +17,8 @@ from ..inference import (
     images_from_files,
     load_model,
 )
-from ..runs import atomic_write, check_output
+from ..runs import atomic_write, check_output, remove_stale
+from ..vocab import UNK_WORD, Vocabulary
 from .types import COUNT, DEVICE
 
 
@@ -42,6 +45,21 @@ def read_captions(path: Path) -> list[str]:
     return [line for chunk in read_caption_chunks(path) for line in chunk]
 
 
+#: Unknown words a warning line shows.
+SHOWN_UNKNOWN = 5
+
+
+def report_unknown(vocab: Vocabulary, captions: Iterable[str]) -> list[str]:
+    """Warn, in one line, of the words of ``captions`` the vocabulary does not have (encoded as ``<unk>``): how
+    many and the first :data:`SHOWN_UNKNOWN`; returns them all."""
+    unknown = vocab.unknown(captions)
+    if unknown:
+        more = " ..." if len(unknown) > SHOWN_UNKNOWN else ""
+        warnings.warn(f"{len(unknown)} word(s) not in the model's vocabulary, encoded as {UNK_WORD}: "
+                      f"{' '.join(unknown[:SHOWN_UNKNOWN])}{more}", InputWarning, stacklevel=2)
+    return unknown
+
+
 def image_list(path: Path, root: Path | None) -> list[Path]:
     """The image files listed in ``path``, one per line, relative to ``root`` (default: the list's folder)."""
     return [(root if root is not None else path.parent) / line for line in read_captions(path)]
@@ -49,9 +67,11 @@ def image_list(path: Path, root: Path | None) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     check_output(args.out, "--out", [args.run, args.captions, args.features, args.images])
+    remove_stale(args.out)  # what a killed encode of the same output left
     model = load_model(args.run, device=args.device)
     if args.captions is not None:  # streamed in chunks to the .npy: memory does not grow with the file
         n, dim = encode_captions_file(model, args.captions, args.out, batch_size=args.batch_size, verbose=True)
+        report_unknown(model.vocab, (line for chunk in read_caption_chunks(args.captions) for line in chunk))
         print(f"{args.out}: {n} x {dim}")
         return 0
     if args.images is not None:

@@ -12,7 +12,7 @@ from .. import runs
 from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
-from .encode import image_list, read_captions
+from .encode import image_list, read_captions, report_unknown
 from .types import COUNT, DEVICE
 
 
@@ -85,6 +85,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not sentences:
         raise ValueError("no query: give sentences or --queries FILE")
     index = Index(args.index)
+    report_unknown(index.model().vocab, sentences)
     errors, indices = index.search(sentences, args.k, approximate=args.approximate,
                                    candidates=args.candidates, nprobe=args.nprobe)
     results = format_results(sentences, errors, indices, index.image_files())
