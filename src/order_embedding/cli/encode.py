@@ -19,7 +19,7 @@ from ..inference import (
 )
 from ..runs import atomic_write, check_output, remove_stale
 from ..vocab import UNK_WORD, Vocabulary
-from .types import COUNT, DEVICE
+from .types import COUNT, DEVICE, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="image file paths, one per line (models with a pixel backbone)")
     p.add_argument("--image-root", type=Path, metavar="DIR",
                    help="folder the --images paths are relative to (default: the list's folder)")
-    p.add_argument("--out", type=Path, required=True, metavar="NPY", help="where to write the embeddings")
+    p.add_argument("--out", type=output_path, required=True, metavar="NPY", help="where to write the embeddings")
     p.add_argument("--batch-size", type=COUNT, default=128, help="sentences or images per forward pass (default: 128)")
     p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when present)")
     p.set_defaults(func=run)

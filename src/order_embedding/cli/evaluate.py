@@ -10,7 +10,7 @@ from ..evaluation import ranking_eval_5fold, retrieval_lists
 from ..inference import encode_split, load_model, model_split
 from ..report import model_label, results_table, rounded
 from ..runs import atomic_write
-from .types import DEVICE, NAME
+from .types import DEVICE, NAME, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn", type=NAME, help="feature folder under images/ (default: the run's)")
     p.add_argument("--image-root", help="folder the split's image files are relative to")
     p.add_argument("--full", action="store_true", help="the whole split at once (COCO 5K) instead of 1,000-image folds")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write the metrics as JSON")
-    p.add_argument("--ranks-json", type=Path, metavar="PATH",
+    p.add_argument("--json", type=output_path, metavar="PATH", help="write the metrics as JSON")
+    p.add_argument("--ranks-json", type=output_path, metavar="PATH",
                    help="write per-query ranks and top-10 lists of the first run (whole split) as JSON")
     p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when present)")
     p.set_defaults(func=run)

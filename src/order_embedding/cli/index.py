@@ -13,7 +13,7 @@ from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
 from .encode import image_list, read_captions, report_unknown
-from .types import COUNT, DEVICE
+from .types import COUNT, DEVICE, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--split", metavar="NAME", help="instead of FEATURES, the images of a data split (features or "
                    "files, whichever the model reads), e.g. test")
     b.add_argument("--data", metavar="DATA_DIR", help="data set of --split (default: the one the run trained on)")
-    b.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder to create")
+    b.add_argument("--out", type=output_path, required=True, metavar="INDEX", help="index folder to create")
     b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index folder (never a folder of another kind)")
     b.add_argument("--ann", choices=("ivf", "hnsw"), help="also build a FAISS candidate index for approximate search")
