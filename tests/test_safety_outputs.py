@@ -26,12 +26,21 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
 
 
+class Ran:
+    """What one in-process run of the command line gave: exit status and standard error."""
+
+    def __init__(self, capsys, argv: tuple[object, ...]) -> None:
+        capsys.readouterr()
+        self.returncode = main([str(a) for a in argv])
+        self.stderr = capsys.readouterr().err
+
+
 def run(capsys, *argv: object) -> Ran:
     """The command line in this process."""
     return Ran(capsys, argv)
 
 
-def refused(result: subprocess.CompletedProcess | Ran, *needles: str, code: int = 2) -> str:
+def refused(result: Ran, *needles: str, code: int = 2) -> str:
     """The command exited ``code`` with one line on stderr holding every needle, and no traceback."""
     err = result.stderr.strip()
     assert result.returncode == code, (result.returncode, err)
