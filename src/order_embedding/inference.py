@@ -160,12 +160,14 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
 
 
 @torch.no_grad()
-def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
-    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
+def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024,
+                  source: str = "features") -> np.ndarray:
+    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone
+    models; errors about the features name ``source`` (their file)."""
     batch_size = positive_int(batch_size, "batch_size")
     net = model.net.eval()
     if model.config.backbone is None:
-        features = check_features(features, model.config.dim_image)
+        features = check_features(features, model.config.dim_image, source)
     if isinstance(features, ImageFiles):  # image files decoded per batch into crops
         batch_size = min(batch_size, features.batch_size)
     out = np.empty((len(features), model.config.dim), dtype=np.float32)

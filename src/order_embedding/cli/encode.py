@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         features = images_from_files(model, image_list(args.images, args.image_root), verbose=True)
     else:
         features = open_features(args.features)
-    out = encode_images(model, features, verbose=True, batch_size=args.batch_size)
+    out = encode_images(model, features, verbose=True, batch_size=args.batch_size,
+                        source=str(args.features if args.images is None else args.images))
     buf = io.BytesIO()
     np.save(buf, out)
     atomic_write(args.out, buf.getvalue())
