@@ -256,3 +256,14 @@ def test_a_live_server_answers_hostile_files_and_queries_in_json(world, tmp_path
         proc.terminate()
         proc.wait(timeout=30)
     assert hashes(root) == before
+
+
+def test_resume_state_beyond_the_config_is_refused(world, tmp_path, capsys):
+    shutil.copytree(world["run"], tmp_path / "r")
+    tensors, meta = runs.load_tensors(tmp_path / "r" / runs.LAST)
+    meta["state"]["epoch"] = 10**6
+    runs.save_tensors(tmp_path / "r" / runs.LAST, tensors, meta)
+    before = hashes(tmp_path)
+    refused(run(capsys, "train", "--data", world["data"], "--save_dir", tmp_path, "--name", "r", "--resume", "true",
+                "--max_epochs", "1", *TINY), "last.safetensors", "epoch 1000000", "cannot be resumed")
+    assert hashes(tmp_path) == before

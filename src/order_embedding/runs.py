@@ -527,6 +527,15 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
+def check_progress(source: str | os.PathLike, counts: Mapping[str, int], limits: Mapping[str, int]) -> None:
+    """Refuse (:class:`RunError`) resume state that the run's config could not have produced: each count of
+    ``counts`` (epochs, updates ... done) at most its limit in ``limits``."""
+    for name, value in counts.items():
+        if value > limits[name]:
+            raise RunError(f"{source}: the training state has {name} {value}, more than the {limits[name]} the run's "
+                           "config allows; it cannot be resumed")
+
+
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON record as a line of ``metrics.jsonl`` (flushed and synced); a full disk leaves no part line."""
     path = Path(run_dir) / METRICS

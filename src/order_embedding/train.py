@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
-from .batching import epoch_batches, pad_batch
+from .batching import batches_per_epoch, epoch_batches, pad_batch
 from .data import FOLD_SIZE, Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
 from .inference import (
@@ -226,6 +226,9 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     state = TrainState()
     if resuming:
         state = _restore(run_dir, net, optimizer)
+        per_epoch = batches_per_epoch(train.n_images, opt["batch_size"])
+        runs.check_progress(run_dir / runs.LAST, {"epoch": state.epoch, "batch": state.batch, "uidx": state.uidx},
+                            {"epoch": opt["max_epochs"], "batch": per_epoch, "uidx": opt["max_epochs"] * per_epoch})
         if verbose:
             tqdm.write(f"resuming {run_dir} at epoch {state.epoch}, update {state.uidx}")
     elif started and verbose:
