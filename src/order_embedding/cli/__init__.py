@@ -8,6 +8,7 @@ import sys
 import threading
 import warnings
 
+from ..runs import DiskFullError
 from ..train import TrainingError
 
 #: Subcommand modules under ``order_embedding.cli``; each defines ``register(subparsers)``
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
             print(f"order-embedding {args.command}: interrupted{name}", file=sys.stderr)
             return 128 + signum
+        except DiskFullError as e:  # the system could not write: not the input's fault
+            print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_SYSTEM
         except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError) as e:
             print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
             return EXIT_INPUT
