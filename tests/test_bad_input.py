@@ -197,7 +197,7 @@ def test_string_sentences_and_bom_and_unnormalised_rows(world, tmp_path, capsys)
     assert main(["encode", str(run), "--features", str(raw), "--out", str(tmp_path / "o.npy")]) == 0
     err = capsys.readouterr().err
     warning = [line for line in err.splitlines() if "warning" in line]
-    assert warning == ["order-embedding: warning: features: 2 of 2 feature rows are not L2-normalised; "
+    assert warning == [f"order-embedding: warning: {raw}: 2 of 2 feature rows are not L2-normalised; "
                        "the model expects unit rows (as extract-features writes them)"]
     unit = np.eye(3, 16, dtype=np.float32)
     with warnings.catch_warnings():

@@ -198,8 +198,8 @@ def folder_kind(folder: str | os.PathLike) -> str | None:
 
     A run folder holds ``config.json`` and one of :data:`RUN_MARKS`; an index folder
     ``index.json`` and ``embeddings.npy``; a data folder a Karpathy ``dataset_*.json``,
-    VSE++ ``*_caps.txt``, or ``{split}.txt`` with its ``{split}_images.txt`` or an
-    ``images/`` folder of features (the layouts :mod:`order_embedding.data.splits` reads).
+    VSE++ ``*_caps.txt``, or ``{split}.txt`` with its ``{split}_images.txt`` or its
+    features ``images/*/{split}.npy`` (the layouts :mod:`order_embedding.data.splits` reads).
     """
     folder = Path(folder)
     try:
@@ -214,7 +214,7 @@ def folder_kind(folder: str | os.PathLike) -> str | None:
     if (any(n.startswith("dataset_") and n.endswith(".json") for n in names)
             or any(n.endswith("_caps.txt") for n in names)
             or any(f"{stem}_images" in stems for stem in stems)
-            or (stems and (folder / "images").is_dir())):
+            or any(next((folder / "images").glob(f"*/{stem}.npy"), None) for stem in stems if "images" in names)):
         return "data"
     return None
 

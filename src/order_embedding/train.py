@@ -188,8 +188,9 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     if started and not opt["resume"]:
         raise ValueError(f"{run_dir} already holds a run; choose another name or pass resume=True")
     resuming = started and (run_dir / runs.LAST).exists()
+    recorded_epochs = 0
     if started:
-        _check_resume(run_dir, opt)
+        recorded_epochs = _check_resume(run_dir, opt)["train"].get("max_epochs", 0)
     distributed.barrier()  # every rank has decided before rank 0 writes the run folder
 
     # Data and vocabulary
@@ -226,9 +227,11 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     state = TrainState()
     if resuming:
         state = _restore(run_dir, net, optimizer)
+        # the state was reached under the recorded max_epochs (a resume may lower it to stop sooner)
+        epochs = max(opt["max_epochs"], recorded_epochs if isinstance(recorded_epochs, int) else 0)
         per_epoch = batches_per_epoch(train.n_images, opt["batch_size"])
         runs.check_progress(run_dir / runs.LAST, {"epoch": state.epoch, "batch": state.batch, "uidx": state.uidx},
-                            {"epoch": opt["max_epochs"], "batch": per_epoch, "uidx": opt["max_epochs"] * per_epoch})
+                            {"epoch": epochs, "batch": per_epoch, "uidx": epochs * per_epoch})
         if verbose:
             tqdm.write(f"resuming {run_dir} at epoch {state.epoch}, update {state.uidx}")
     elif started and verbose:
