@@ -80,7 +80,7 @@ def test_read_snli_finds_each_split_and_takes_explicit_files(tmp_path) -> None:
 @pytest.mark.parametrize("name, content, message", [
     ("snli_1.0_train.jsonl", '{"gold_label": "entailment", "sentence1": "a"}\n', ":1: missing field(s) sentence2"),
     ("snli_1.0_train.jsonl", jsonl({"gold_label": "entailment", "sentence1": "a", "sentence2": "b"}) + "{oops\n",
-     ":2: not a JSON object"),
+     ":2: not valid JSON"),
     ("snli_1.0_train.jsonl", jsonl({"gold_label": "maybe", "sentence1": "a", "sentence2": "b"}), ":1: unknown label 'maybe'"),
     ("train.txt", "entailment\ta\tb\nneutral\tonly two\n", ":2: 2 tab-separated fields"),
     ("train.txt", "just some text\n", ":1: unrecognised format; expected SNLI/MultiNLI JSON lines"),

@@ -658,14 +658,13 @@ def karpathy_data(ws, root: Path) -> Path:
 
 
 def test_a_data_set_is_parsed_once_for_any_number_of_unknown_split_names(ws, tmp_path, monkeypatch):
-    import order_embedding.data.splits as data_splits
 
     data = karpathy_data(ws, tmp_path / "karpathy")
     parsed = []
-    real_load = json.load
+    real_load = runs.load_json
     # only this data set's file counts (a preparation of another test's data may still be reading its own)
-    monkeypatch.setattr(data_splits.json, "load",
-                        lambda f, **kw: (Path(f.name).parent == data and parsed.append(f.name)) or real_load(f, **kw))
+    monkeypatch.setattr(runs, "load_json",
+                        lambda path, *a, **kw: (Path(path).parent == data and parsed.append(path)) or real_load(path, *a, **kw))
     c = TestClient(create_app(ws["runs"], data_dir=data, prepare=False))
     for i in range(50):
         r = c.get("/api/search", params={"run": "order", "split": f"x{i}", "q": "a red dot"})

@@ -63,6 +63,9 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: str
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         raise runs.RunError(f"{source}: parameters do not match the config (missing {missing}, unexpected {extra})")
+    # weights stored in another float precision compute in the model's own (float16, bfloat16, float64 alike)
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() and expected[k].is_floating_point() else v
+             for k, v in state.items()}
     for name, tensor in expected.items():
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise runs.RunError(
@@ -146,20 +149,26 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
         raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
     if features.dtype.kind not in "fiu":
         raise ValueError(f"{source}: features must be numbers, got dtype {features.dtype}")
-    bad = int((~np.isfinite(features)).any(axis=1).sum()) if features.dtype.kind == "f" else 0
+    bad = 0
+    if features.dtype.kind == "f":  # checked as the model computes with them: float64 beyond float32's range is inf
+        with np.errstate(over="ignore"):
+            for i in range(0, len(features), 65536):
+                bad += int((~np.isfinite(np.asarray(features[i : i + 65536], np.float32))).any(axis=1).sum())
     if bad:
-        raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity")
+        raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity (as float32)")
     warn_unnormalised(features, source)
     return features
 
 
 @torch.no_grad()
-def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
-    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
+def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024,
+                  source: str = "features") -> np.ndarray:
+    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone
+    models; errors about the features name ``source`` (their file)."""
     batch_size = positive_int(batch_size, "batch_size")
     net = model.net.eval()
     if model.config.backbone is None:
-        features = check_features(features, model.config.dim_image)
+        features = check_features(features, model.config.dim_image, source)
     if isinstance(features, ImageFiles):  # image files decoded per batch into crops
         batch_size = min(batch_size, features.batch_size)
     out = np.empty((len(features), model.config.dim), dtype=np.float32)

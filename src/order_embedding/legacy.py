@@ -154,14 +154,23 @@ def safe_loads(data: bytes, source: str = "pickle", encoding: str = "latin-1") -
     return obj
 
 
-def _latin1(obj: Any) -> Any:
-    """``obj`` with every byte string decoded as latin-1 (dict keys included)."""
+#: Deepest nesting of containers decoded from a snapshot's options (the original's are 2 deep).
+MAX_DEPTH = 100
+#: Largest snapshot pickle read (the original's options and word dictionary take a few MB).
+MAX_PICKLE_BYTES = 2**28
+
+
+def _latin1(obj: Any, source: Path, depth: int = 0) -> Any:
+    """``obj`` with every byte string decoded as latin-1 (dict keys included); containers nested deeper than
+    :data:`MAX_DEPTH` raise :class:`LegacySnapshotError` naming ``source``."""
+    if depth > MAX_DEPTH:
+        raise LegacySnapshotError(f"{source}: containers nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, bytes):
         return obj.decode("latin-1")
     if isinstance(obj, dict):
-        return type(obj)((_latin1(k), _latin1(v)) for k, v in obj.items())
+        return type(obj)((_latin1(k, source, depth + 1), _latin1(v, source, depth + 1)) for k, v in obj.items())
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(_latin1(v) for v in obj)
+        return type(obj)(_latin1(v, source, depth + 1) for v in obj)
     return obj
 
 
@@ -191,18 +200,18 @@ def _int_option(options: dict[str, Any], key: str, source: Path, minimum: int) -
 def read_options(pkl_path: Path) -> tuple[dict[str, Any], dict[Any, Any]]:
     """``(options, worddict)`` of a snapshot pickle; options with text decoded, worddict keys as pickled."""
     try:
-        data = pkl_path.read_bytes()
-    except OSError as e:
-        raise LegacySnapshotError(f"{pkl_path}: cannot read ({e.strerror or e})") from None
+        data = runs.read_regular(pkl_path, MAX_PICKLE_BYTES, "snapshot pickle")
+    except runs.RunError as e:
+        raise LegacySnapshotError(str(e)) from None
     # Keep Python 2 byte strings as bytes so that the word keys can be decoded as UTF-8 below.
     obj = safe_loads(data, str(pkl_path), encoding="bytes")
     if not isinstance(obj, dict):
         raise LegacySnapshotError(f"{pkl_path}: expected a pickled dict with 'options' and 'worddict', got a {type(obj).__name__}")
-    top = {_latin1(k): v for k, v in obj.items()}
+    top = {_latin1(k, pkl_path): v for k, v in obj.items()}
     missing = [k for k in ("options", "worddict") if k not in top]
     if missing:
         raise LegacySnapshotError(f"{pkl_path}: no {' or '.join(repr(k) for k in missing)} in the pickled dict (keys: {sorted(map(str, top))})")
-    options, worddict = _latin1(top["options"]), top["worddict"]
+    options, worddict = _latin1(top["options"], pkl_path), top["worddict"]
     if not isinstance(options, dict):
         raise LegacySnapshotError(f"{pkl_path}: 'options' is a {type(options).__name__}, not a dict")
     if not isinstance(worddict, dict):
@@ -240,7 +249,10 @@ def read_arrays(npz_path: Path, config: ModelConfig, pkl_path: Path) -> dict[str
         "encoder_Wx": (dw, d), "encoder_bx": (d,), "encoder_Ux": (d, d), "ff_image_W": (di, d), "ff_image_b": (d,),
     }
     try:
+        os.close(runs.open_regular(npz_path, "snapshot archive"))  # a FIFO or device is refused, not read
         archive = np.load(npz_path, allow_pickle=False)
+    except runs.RunError as e:
+        raise LegacySnapshotError(str(e)) from None
     except FileNotFoundError:
         raise LegacySnapshotError(f"{npz_path}: file not found") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

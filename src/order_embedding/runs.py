@@ -13,6 +13,13 @@ A run folder holds
 Tensors are stored with safetensors and everything else as JSON; nothing is pickled.
 Files are replaced atomically; a write that finds the disk full leaves the old file
 and raises :class:`DiskFullError` naming the file and the space it needed.
+
+This module is also the project's one reader and writer of files: every file is read
+through :func:`open_regular` (regular files only, within a size bound, JSON within a
+nesting bound, lines ended by ``\\n``, ``\\r\\n`` or ``\\r``), and every output is written
+through :func:`atomic_write` (with the user's umask) after :func:`check_output` has
+made sure it replaces none of the command's inputs and lies in no run, data or index
+folder; a set of files is committed together by :func:`write_files`.
 """
 from __future__ import annotations
 
@@ -20,13 +27,16 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import signal
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
@@ -46,6 +56,15 @@ MAX_JSON_BYTES = 64 * 2**20
 MAX_HEADER_BYTES = 100_000_000
 #: Longest line of ``metrics.jsonl`` that is read; longer ones are skipped.
 MAX_METRICS_LINE = 2**20
+#: Deepest nesting of arrays and objects in a JSON document that is read (the project's own are under 10).
+MAX_JSON_DEPTH = 100
+#: Longest line of a line-per-item text file (a caption, an image path, a WordNet or SNLI record).
+MAX_LINE_BYTES = 2**20
+#: The index folder's own files, by which ``index build --overwrite`` recognises a folder it may replace.
+INDEX_META = "index.json"
+INDEX_EMBEDDINGS = "embeddings.npy"
+#: The file a run folder of every kind holds (with at least one of :data:`RUN_MARKS`).
+RUN_MARKS = (VOCAB, METRICS, BEST, LAST, LOCK, "results.json")
 
 
 class RunError(ValueError):
@@ -70,11 +89,62 @@ def is_disk_full(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_file(path: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside ``path`` (``.NAME.*.tmp``) with the mode a plain ``open`` would give it.
+
+    ``mkstemp`` makes it 0600 whatever the umask; the finished file is meant to be read
+    as the user's other files are. Temporaries of ``path`` left by a killed process
+    (whose writer no longer runs) are removed first.
+    """
+    remove_stale(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the hidden temporaries of ``path`` (files ``.NAME.PID.*.tmp``, folders ``.NAME.tmp-PID``) whose
+    process is gone, as a ``kill -9`` leaves them; returns what was removed."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}(?:\.(\d+)\..*\.tmp|\.(?:tmp|old)-(\d+))$")
+    for p in entries:
+        m = pattern.match(p.name)
+        if not m or _alive(int(m.group(1) or m.group(2))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -123,6 +193,167 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """``"run"``, ``"index"`` or ``"data"`` when ``folder`` is a folder of that kind (by its own files), else None.
+
+    A run folder holds ``config.json`` and one of :data:`RUN_MARKS`; an index folder
+    ``index.json`` and ``embeddings.npy``; a data folder a Karpathy ``dataset_*.json``,
+    VSE++ ``*_caps.txt``, or ``{split}.txt`` with its ``{split}_images.txt`` or its
+    features ``images/*/{split}.npy`` (the layouts :mod:`order_embedding.data.splits` reads).
+    """
+    folder = Path(folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return None
+    if CONFIG in names and names & set(RUN_MARKS):
+        return "run"
+    if {INDEX_META, INDEX_EMBEDDINGS} <= names:
+        return "index"
+    stems = {n[:-4] for n in names if n.endswith(".txt")}
+    if (any(n.startswith("dataset_") and n.endswith(".json") for n in names)
+            or any(n.endswith("_caps.txt") for n in names)
+            or any(f"{stem}_images" in stems for stem in stems)
+            or any(next((folder / "images").glob(f"*/{stem}.npy"), None) for stem in stems if "images" in names)):
+        return "data"
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, option: str, inputs: Iterable[str | os.PathLike | None] = (),
+                 folder: bool = False, creates: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` as a place a command may write its output ``option`` (``--out``, ``--json`` ...); else :class:`RunError`.
+
+    Refused: an empty path; one of the command's ``inputs`` (the same file, links
+    followed), or, for a ``folder`` output, a folder holding one of them; a path inside
+    a run, data or index folder, or inside a folder the command itself ``creates`` (its
+    run folder); a file output where a folder is. What a folder output may replace is
+    :func:`replace_folder`'s rule.
+    """
+    if not str(path):
+        raise RunError(f"{option}: an empty path")
+    path = Path(path)
+    target = path.resolve()
+    for given in inputs:
+        if given is None or not str(given):
+            continue
+        source = Path(given)
+        if _same_file(path, source) or target == source.resolve():
+            raise RunError(f"{option} {path}: is also an input of this command ({source}); write the output elsewhere")
+        if folder and source.resolve().is_relative_to(target):
+            raise RunError(f"{option} {path}: holds an input of this command ({source}); write the output elsewhere")
+    if not folder and target.is_dir():
+        raise RunError(f"{option} {path}: is a folder; give a file name")
+    for own in creates:
+        if target.is_relative_to(Path(own).resolve()):
+            raise RunError(f"{option} {path}: lies inside the run folder {own} this command writes; write it elsewhere")
+    for parent in target.parents:
+        kind = folder_kind(parent)
+        if kind is not None:
+            raise RunError(f"{option} {path}: lies inside the {kind} folder {parent}; write the output elsewhere")
+    return path
+
+
+def write_output(path: str | os.PathLike, data: bytes, option: str,
+                 inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Write a command's output file (after :func:`check_output`), atomically."""
+    atomic_write(check_output(path, option, inputs), data)
+
+
+class _SignalsHeld:
+    """Hold SIGINT, SIGTERM and SIGHUP while a few renames run, so that they all happen or none does;
+    a signal that arrives meanwhile is delivered when the block ends."""
+
+    SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+    def __enter__(self) -> None:
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+def write_files(folder: str | os.PathLike, files: Mapping[str, bytes | None]) -> None:
+    """Write several files of ``folder`` together: each is written to a temporary file first, and only when all
+    are written are they renamed into place (``None`` removes that file), with signals held; a failure
+    before that leaves every file as it was."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    done: dict[Path, str] = {}
+    try:
+        for name, data in files.items():
+            if data is None:
+                continue
+            fd, tmp = temporary_file(folder / name)
+            done[folder / name] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        with _SignalsHeld():
+            for name, data in files.items():
+                if data is None:
+                    (folder / name).unlink(missing_ok=True)
+            for target, tmp in done.items():
+                os.replace(tmp, target)
+            done.clear()
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(folder, sum(len(d) for d in files.values() if d is not None)) from None
+        raise
+    finally:
+        for tmp in done.values():
+            Path(tmp).unlink(missing_ok=True)
+
+
+def staging_folder(out: str | os.PathLike) -> Path:
+    """A new empty hidden folder beside ``out`` (``.NAME.tmp-PID``) to assemble it in, for :func:`replace_folder`;
+    those left by killed processes are removed first."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o777)
+    return tmp
+
+
+def check_replaceable(out: str | os.PathLike, kind: str, overwrite: bool, option: str = "--out") -> None:
+    """Refuse (:class:`RunError`) to put a folder of ``kind`` at ``out`` when something is there, unless
+    ``overwrite`` is given and ``out`` is an empty folder or a folder of the same ``kind``."""
+    out = Path(out)
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise RunError(f"{option} {out}: already exists; pass --overwrite to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise RunError(f"{option} {out}: is not a folder; only an {kind} folder is replaced")
+    found = folder_kind(out)
+    if found != kind and any(out.iterdir()):
+        what = f"a {found} folder" if found else f"a folder that is not an {kind} folder"
+        raise RunError(f"{option} {out}: is {what}; --overwrite replaces only an {kind} folder")
+
+
+def replace_folder(tmp: Path, out: str | os.PathLike) -> None:
+    """Move the assembled folder ``tmp`` to ``out`` whole (signals held), replacing what
+    :func:`check_replaceable` allowed."""
+    out = Path(out)
+    with _SignalsHeld():
+        if os.path.lexists(out):
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+
+
 def open_regular(path: str | os.PathLike, what: str = "file") -> int:
     """A read-only descriptor of ``path`` when it is a regular file (links followed).
 
@@ -135,6 +366,8 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> int:
         raise RunError(f"{path}: {what} not found") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise RunError(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(st.st_mode):
         raise RunError(f"{path}: not a regular file")
     try:
@@ -172,13 +405,66 @@ def read_regular(path: str | os.PathLike, max_bytes: int, what: str = "file") ->
         os.close(fd)
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file of at most :data:`MAX_JSON_BYTES`, raising :class:`RunError` with the path on any problem."""
-    data = read_regular(path, MAX_JSON_BYTES, "JSON file")
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (brackets inside strings not counted)."""
+    # Escape pairs go first (left to right, as a parser pairs them): a quote left after a backslash is then
+    # escaped, and every other quote opens or closes a string.
+    bare = data.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    deepest, level, inside, block = 0, 0, 0, 1 << 22
+    for start in range(0, len(bare), block):
+        b = np.frombuffer(bare, dtype=np.uint8, count=min(block, len(bare) - start), offset=start)
+        quotes = np.cumsum(b == ord('"'), dtype=np.int64) + inside
+        outside = (quotes - (b == ord('"'))) % 2 == 0
+        step = ((b == ord("[")) | (b == ord("{"))).astype(np.int64) - ((b == ord("]")) | (b == ord("}")))
+        levels = np.cumsum(step * outside, dtype=np.int64) + level
+        deepest, level, inside = max(deepest, int(levels.max())), int(levels[-1]), int(quotes[-1]) % 2
+    return deepest
+
+
+def parse_json(data: bytes | str, source: str | os.PathLike) -> Any:
+    """JSON text (UTF-8) nested at most :data:`MAX_JSON_DEPTH` deep, parsed; any problem raises
+    :class:`RunError` naming ``source`` (a file, or a file and line)."""
+    raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
+    depth = 0 if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH else json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise RunError(f"{source}: JSON nested {depth} deep, more than the {MAX_JSON_DEPTH} levels read")
     try:
-        return json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: not valid JSON ({e})") from None
+        return json.loads(raw.decode("utf-8") if isinstance(data, bytes) else data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise RunError(f"{source}: not valid JSON ({e})") from None
+
+
+def load_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Read a JSON file of at most ``max_bytes`` (see :func:`parse_json`); any problem raises :class:`RunError`
+    naming the file."""
+    return parse_json(read_regular(path, max_bytes, "JSON file"), path)
+
+
+def iter_lines(path: str | os.PathLike, what: str = "file", max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a regular file as bytes, without their ends: ``\\n``, ``\\r\\n`` and ``\\r`` all end a line.
+
+    Read a block at a time, so memory stays bounded by the block and ``max_line``; a
+    line longer than ``max_line`` bytes, or a file that is not regular (a FIFO, a device)
+    raises :class:`RunError` naming the file (and the line).
+    """
+    fd = open_regular(path, what)
+    with os.fdopen(fd, "rb") as f:
+        rest, number, cr = b"", 0, False
+        while block := f.read(1 << 20):
+            if cr and block.startswith(b"\n"):  # the \r\n pair split across two blocks
+                block = block[1:]
+            cr = block.endswith(b"\r")
+            lines = (rest + block).splitlines()
+            rest = b"" if block.endswith((b"\n", b"\r")) or not lines else lines.pop()
+            for line in lines:
+                number += 1
+                if len(line) > max_line:
+                    raise RunError(f"{path}: line {number} is longer than {max_line:,} bytes")
+                yield line
+            if len(rest) > max_line:
+                raise RunError(f"{path}: line {number + 1} is longer than {max_line:,} bytes")
+        if rest:
+            yield rest
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
@@ -205,9 +491,9 @@ def read_header(fd: int, path: str | os.PathLike) -> tuple[bytes, dict[str, Any]
         raise RunError(f"{bad} (header of {n} bytes in a file of {size})")
     raw = _read_exactly(fd, n, path)
     try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{bad} (header is not JSON: {e})") from None
+        header = parse_json(raw, "header")
+    except RunError as e:
+        raise RunError(f"{bad} ({e})") from None
     if not isinstance(header, dict):
         raise RunError(f"{bad} (header is not a JSON object)")
     end = 0
@@ -235,10 +521,19 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         os.close(fd)
     try:
         tensors = st_load(data)
-        meta = {k: json.loads(v) for k, v in header.get("__metadata__", {}).items()}
-    except (SafetensorError, ValueError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = {k: parse_json(v, f"metadata {k!r}") for k, v in header.get("__metadata__", {}).items()}
+    except (SafetensorError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: corrupt or truncated checkpoint ({e})") from None
     return tensors, meta
+
+
+def check_progress(source: str | os.PathLike, counts: Mapping[str, int], limits: Mapping[str, int]) -> None:
+    """Refuse (:class:`RunError`) resume state that the run's config could not have produced: each count of
+    ``counts`` (epochs, updates ... done) at most its limit in ``limits``."""
+    for name, value in counts.items():
+        if value > limits[name]:
+            raise RunError(f"{source}: the training state has {name} {value}, more than the {limits[name]} the run's "
+                           "config allows; it cannot be resumed")
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -314,6 +609,7 @@ def read_metrics(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
                     line = f.readline(MAX_METRICS_LINE + 1)
                 continue
             try:
-                yield json.loads(line.decode("utf-8", errors="replace"))
-            except json.JSONDecodeError:
+                record = parse_json(line.decode("utf-8", errors="replace"), path)
+            except RunError:
                 continue
+            yield record

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
-from .batching import epoch_batches, pad_batch
+from .batching import batches_per_epoch, epoch_batches, pad_batch
 from .data import FOLD_SIZE, Split, load_split, resolve_data_dir
 from .evaluation import evaluate_embeddings
 from .inference import (
@@ -189,8 +189,9 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     if started and not opt["resume"]:
         raise ValueError(f"{run_dir} already holds a run; choose another name or pass resume=True")
     resuming = started and (run_dir / runs.LAST).exists()
+    recorded_epochs = 0
     if started:
-        _check_resume(run_dir, opt)
+        recorded_epochs = _check_resume(run_dir, opt)["train"].get("max_epochs", 0)
     distributed.barrier()  # every rank has decided before rank 0 writes the run folder
 
     # Data and vocabulary
@@ -227,6 +228,11 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     state = TrainState()
     if resuming:
         state = _restore(run_dir, net, optimizer)
+        # the state was reached under the recorded max_epochs (a resume may lower it to stop sooner)
+        epochs = max(opt["max_epochs"], recorded_epochs if isinstance(recorded_epochs, int) else 0)
+        per_epoch = batches_per_epoch(train.n_images, opt["batch_size"])
+        runs.check_progress(run_dir / runs.LAST, {"epoch": state.epoch, "batch": state.batch, "uidx": state.uidx},
+                            {"epoch": epochs, "batch": per_epoch, "uidx": epochs * per_epoch})
         if verbose:
             tqdm.write(f"resuming {run_dir} at epoch {state.epoch}, update {state.uidx}")
     elif started and verbose:

@@ -80,6 +80,15 @@ class Vocabulary:
         """Ids of the whitespace-separated words of ``caption``; no end-of-sentence is appended."""
         return [self.index(w) for w in caption.split()]
 
+    def unknown(self, captions: Iterable[str]) -> list[str]:
+        """The distinct words of ``captions`` that :meth:`encode` maps to the unknown id, in order of appearance."""
+        found: dict[str, None] = {}
+        for caption in captions:
+            for w in caption.split():
+                if w not in found and self.index(w) == UNK:
+                    found[w] = None
+        return list(found)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Words of ``ids`` joined by spaces, stopping at the first end-of-sentence."""
         out = []

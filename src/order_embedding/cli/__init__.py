@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
 
+from ..runs import DiskFullError
 from ..train import TrainingError
 
 #: Subcommand modules under ``order_embedding.cli``; each defines ``register(subparsers)``
@@ -27,6 +30,23 @@ COMMANDS = [
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, as Ctrl-C (SIGINT) raises KeyboardInterrupt: the same
+    clean-up runs (temporaries removed, run folders left resumable)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+#: Exit statuses (docs/errors.md has the table).
+EXIT_OK, EXIT_SYSTEM, EXIT_INPUT = 0, 1, 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,17 +75,30 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error already printed as one line
         return int(e.code or 0)
+    main_thread = threading.current_thread() is threading.main_thread()  # where handlers may be installed
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP) if main_thread}
     with warnings.catch_warnings():  # warnings print as one line while the command runs
         warnings.showwarning = _print_warning
         try:
             return int(args.func(args) or 0)
-        except KeyboardInterrupt:
-            print("order-embedding: interrupted", file=sys.stderr)
-            return 130
-        except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+            name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+            print(f"order-embedding {args.command}: interrupted{name}", file=sys.stderr)
+            return 128 + signum
+        except DiskFullError as e:  # the system could not write: not the input's fault
             print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_SYSTEM
+        except (CLIError, TrainingError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+            print(f"order-embedding {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_INPUT
         except OSError as e:  # an unreadable or unwritable file, a full disk
             where = f"{e.filename}: " if e.filename else ""
             print(f"order-embedding {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
-            return 1
+            return EXIT_SYSTEM
+        except RecursionError:  # every reader bounds nesting; this names the command if one was missed
+            print(f"order-embedding {args.command}: error: input nested too deeply to process", file=sys.stderr)
+            return EXIT_INPUT
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

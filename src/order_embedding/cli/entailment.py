@@ -20,8 +20,9 @@ from ..entailment import (
 )
 from ..entailment.experiment import check_new_run, prepare_run_dir
 from ..inference import default_device
+from ..runs import check_output
 from .threads import torch_threads
-from .types import COUNT
+from .types import COUNT, DEVICE, NAME
 
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
 #: and with ``--quick``; every other default is reference section 9's, as for SNLI.
@@ -88,10 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"{HELP[f.name]}; {_default_text(f.name, value)}")
     p.add_argument("--lowercase", action="store_true", help="lower-case every word (default: case kept, as the original)")
     p.add_argument("--save_dir", type=Path, default=Path("runs"), help="folder of run folders (default runs)")
-    p.add_argument("--name", default="entailment", help="run folder name under --save_dir (default entailment)")
+    p.add_argument("--name", type=NAME, default="entailment", help="run folder name under --save_dir (default entailment)")
     p.add_argument("--no-symmetric", action="store_true", help="train only the order model")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--threads", type=COUNT, default=1,
                    help="torch CPU threads (default 1: batches are small, and one thread stays fast on shared cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -122,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         CorpusConfig(QUICK_SCENES.train, QUICK_SCENES.dev, QUICK_SCENES.test, seed=args.corpus_seed)
     device = torch.device(args.device) if args.device else default_device()
     run_dir = args.save_dir / args.name
+    if args.json is not None:
+        check_output(args.json, "--json", [args.snli, *files.values()], creates=[run_dir])
     variants = ("order",) if args.no_symmetric else ("order", "symmetric")
     check_new_run(run_dir)
     if generated:

@@ -5,11 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import runs
 from ..evaluation import ranking_eval_5fold, retrieval_lists
 from ..inference import encode_split, load_model, model_split
 from ..report import model_label, results_table, rounded
 from ..runs import atomic_write
-from .types import DEVICE, NAME
+from .types import DEVICE, NAME, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,22 +22,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn", type=NAME, help="feature folder under images/ (default: the run's)")
     p.add_argument("--image-root", help="folder the split's image files are relative to")
     p.add_argument("--full", action="store_true", help="the whole split at once (COCO 5K) instead of 1,000-image folds")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write the metrics as JSON")
-    p.add_argument("--ranks-json", type=Path, metavar="PATH",
+    p.add_argument("--json", type=output_path, metavar="PATH", help="write the metrics as JSON")
+    p.add_argument("--ranks-json", type=output_path, metavar="PATH",
                    help="write per-query ranks and top-10 lists of the first run (whole split) as JSON")
     p.add_argument("--device", type=DEVICE, help="torch device (default: cuda when present)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = [*args.runs, args.data, args.image_root]
+    for option, path in (("--json", args.json), ("--ranks-json", args.ranks_json)):
+        if path is not None:
+            runs.check_output(path, option, inputs)
+    if args.json is not None and args.ranks_json is not None and args.json.resolve() == args.ranks_json.resolve():
+        raise ValueError(f"--json and --ranks-json name the same file {args.json}")
     rows, out = {}, {}
+    labels = run_labels(args.runs)  # for runs whose model labels coincide
     for i, path in enumerate(args.runs):
         model = load_model(path, device=args.device)
         result = ranking_eval_5fold(model, split=args.split, data=args.data, cnn=args.cnn,
                                     fold5=not args.full, image_root=args.image_root)
         name = model_label(model.config.method)
         if name in rows:
-            name = Path(path).name
+            name = labels[i] if labels[i] not in rows else str(Path(path).resolve())
         rows[name] = result
         out[name] = {"t2i": rounded(result["t2i"]), "i2t": rounded(result["i2t"]), "run_dir": str(path),
                      "folds": len(result["folds"])}
@@ -46,6 +54,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write(args.json, json.dumps(out, indent=2).encode())
     return 0
+
+
+def run_labels(paths: list[str]) -> list[str]:
+    """A label for each run that tells it from the others: the shortest trailing part of its path that no other
+    run shares (``a/order`` and ``b/order``), or the whole path and its position for a run given twice."""
+    parts = [Path(p).resolve().parts for p in paths]
+    labels = []
+    for i, mine in enumerate(parts):
+        for n in range(1, len(mine) + 1):
+            if all(other[-n:] != mine[-n:] for j, other in enumerate(parts) if j != i):
+                labels.append(str(Path(*mine[-n:])))
+                break
+        else:
+            labels.append(f"{Path(*mine)} ({i + 1})")
+    return labels
 
 
 def write_ranks(model, args: argparse.Namespace, path: Path) -> None:

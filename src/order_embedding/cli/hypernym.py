@@ -12,6 +12,7 @@ from ..hypernym.wordnet import (
     find_wordnet_dir,
     read_wordnet,
 )
+from ..runs import check_output
 from .threads import torch_threads
 from .types import COUNT, COUNT0, NON_NEGATIVE, POSITIVE
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     started = time.time()
+    if args.json is not None:
+        check_output(args.json, "--json", [args.wordnet], creates=[args.out])
     configs = [
         HypernymConfig(measure=m, dim=args.dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        margin=args.margin, negatives=args.negatives, filter_negatives=args.filter_negatives,

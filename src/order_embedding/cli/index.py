@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runs
 from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
-from .encode import image_list, read_captions
-from .types import COUNT, DEVICE
+from .encode import image_list, read_captions, report_unknown
+from .types import COUNT, DEVICE, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--split", metavar="NAME", help="instead of FEATURES, the images of a data split (features or "
                    "files, whichever the model reads), e.g. test")
     b.add_argument("--data", metavar="DATA_DIR", help="data set of --split (default: the one the run trained on)")
-    b.add_argument("--out", type=Path, required=True, metavar="INDEX", help="index folder to create")
+    b.add_argument("--out", type=output_path, required=True, metavar="INDEX", help="index folder to create")
     b.add_argument("--dtype", choices=DTYPES, default="float16", help="stored precision (default: float16)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index folder (never a folder of another kind)")
     b.add_argument("--ann", choices=("ivf", "hnsw"), help="also build a FAISS candidate index for approximate search")
     b.add_argument("--nlist", type=COUNT, help="IVF lists (default: about 4 sqrt(images))")
     b.add_argument("--device", type=DEVICE, help="torch device for encoding (default: cpu)")
@@ -55,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     if sum(x is not None for x in (args.features, args.images, args.split)) != 1:
         raise ValueError("give exactly one of FEATURES, --images TXT or --split NAME")
+    runs.check_output(args.out, "--out", [args.run, args.features, args.images, args.data], folder=True)
+    runs.check_replaceable(args.out, "index", args.overwrite)
     model = load_model(args.run, device=args.device or "cpu")
     features, images = args.features, None
     if args.images is not None:
@@ -84,6 +87,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not sentences:
         raise ValueError("no query: give sentences or --queries FILE")
     index = Index(args.index)
+    report_unknown(index.model().vocab, sentences)
     errors, indices = index.search(sentences, args.k, approximate=args.approximate,
                                    candidates=args.candidates, nprobe=args.nprobe, device=args.device)
     results = format_results(sentences, errors, indices, index.image_files())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .types import DEVICE
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: runs, training plots, recall curves, result browser and search",
@@ -12,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", metavar="IMAGE_ROOT", help="folder image files are served from (default: the data folder)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--device", default="cpu", help="torch device for encoding (default: cpu)")
+    p.add_argument("--device", type=DEVICE, default="cpu", help="torch device for encoding (default: cpu)")
     p.add_argument("--max-models", type=int, default=4, metavar="N",
                    help="run models (with their embeddings) kept loaded; the least recently used go first (default: 4)")
     p.add_argument("--index", action="append", default=[], metavar="INDEX",

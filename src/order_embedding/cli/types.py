@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..options import OptionError, device, integer, non_negative_number, plain_name, positive_int, positive_number
@@ -34,3 +35,10 @@ NON_NEGATIVE = flag(non_negative_number)
 DEVICE = flag(device, "device")
 #: ``type=`` for a file or folder name that must not be a path.
 NAME = flag(plain_name, "name")
+
+
+def output_path(value: str) -> Path:
+    """``type=`` for a file or folder a command writes: any non-empty path (``''`` would mean the working folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path; give the file or folder to write")
+    return Path(value)

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from ..runs import atomic_write
 from .shapes_truth import more_general, parse_caption
+from .splits import load_karpathy_json
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 #: Colour names and their RGB values.
@@ -362,13 +363,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
 
 
 def _load_entries(json_path: str | os.PathLike, split: str) -> list[dict[str, Any]]:
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{json_path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{json_path}: not valid JSON ({e})") from None
+    data = load_karpathy_json(Path(json_path))
     if not isinstance(data, dict) or data.get("dataset") != "shapes":
         raise ValueError(f"{json_path}: not a shapes data set")
     name = "val" if split == "dev" else split

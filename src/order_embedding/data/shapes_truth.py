@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .splits import load_karpathy_json
 
 _SIZES = {"small": "small", "little": "small", "large": "large", "big": "large"}
 _COLOURS = {"red", "green", "blue", "yellow", "purple", "cyan"}
@@ -99,8 +101,7 @@ def is_true_of(claim: Claim, objects: list[dict[str, Any]]) -> bool:
 
 def load_scenes(json_path: str | os.PathLike, split: str) -> tuple[list[str], list[list[dict[str, Any]]]]:
     """The captions (in file order, five per image) and each image's objects of one split ("dev" means val)."""
-    with open(json_path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = load_karpathy_json(Path(json_path))
     name = "val" if split == "dev" else split
     entries = [im for im in data["images"] if im["split"] == name]
     captions = [s["raw"] for im in entries for s in im["sentences"]]

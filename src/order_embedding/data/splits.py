@@ -18,7 +18,6 @@ named ``val`` or ``dev``), ``test``, or any other name used literally.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -28,9 +27,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import runs
+
 DATA_ENV = "ORDER_EMBEDDING_DATA"
 DEFAULT_DATA_ROOT = "./data"
 _SCAN_ROWS = 65536
+#: Largest Karpathy ``dataset_*.json`` read (COCO's is about 150 MB).
+MAX_KARPATHY_BYTES = 2**30
 
 
 #: How far a feature row's L2 norm may be from 1 before :func:`warn_unnormalised` warns.
@@ -184,31 +187,53 @@ def _aliases(split: str) -> list[str]:
 
 def _read_lines(path: Path, what: str) -> list[str]:
     """Non-empty stripped lines of a UTF-8 text file (one item per line); a byte-order mark is dropped."""
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
     out = []
-    for i, raw in enumerate(lines, start=1):
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: line {i} is not valid UTF-8") from None
-        if not line:
-            raise DataError(f"{path}: line {i} is an empty {what}")
-        out.append(line)
+    try:
+        for i, raw in enumerate(runs.iter_lines(path, "text file"), start=1):
+            if i == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: line {i} is not valid UTF-8") from None
+            if not line:
+                raise DataError(f"{path}: line {i} is an empty {what}")
+            out.append(line)
+    except runs.RunError as e:
+        raise DataError(str(e)) from None
     return out
+
+
+def load_karpathy_json(path: Path) -> dict:
+    """A Karpathy ``dataset_*.json`` file: a JSON object with a list ``"images"`` (at most
+    :data:`MAX_KARPATHY_BYTES`); anything else raises :class:`DataError` naming the file."""
+    try:
+        data = runs.load_json(path, MAX_KARPATHY_BYTES)
+    except runs.RunError as e:
+        raise DataError(str(e)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: expected a JSON object with a list \"images\"")
+    return data
+
+
+def open_features(path: str | os.PathLike) -> np.ndarray:
+    """The array of an ``.npy`` file as a copy-on-write memory map (rows read lazily, writes never reach the
+    file); a file that is not regular, not an ``.npy`` array or truncated raises :class:`DataError` naming it."""
+    try:
+        os.close(runs.open_regular(path, "feature file"))  # a FIFO or device is refused, not mapped
+        arr = np.load(path, mmap_mode="c", allow_pickle=False)
+    except runs.RunError as e:
+        raise DataError(str(e)) from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({_npy_problem(e)})") from None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: expected one .npy array")
+    return arr
 
 
 def _load_features(path: Path) -> np.ndarray:
     """Float32 ``n x d`` features of an .npy file, checked to be finite."""
-    try:
-        # copy-on-write map: rows are read lazily, writes never reach the file
-        arr = np.load(path, mmap_mode="c", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from None
-    if not isinstance(arr, np.ndarray):
-        raise DataError(f"{path}: expected one .npy array")
+    arr = open_features(path)
     if arr.ndim != 2:
         raise DataError(f"{path}: features must be 2-D (images x dims), got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -218,6 +243,13 @@ def _load_features(path: Path) -> np.ndarray:
             arr = np.asarray(arr, dtype=np.float32)
     _check_finite(arr, path)
     return arr
+
+
+def _npy_problem(error: BaseException) -> str:
+    """numpy's reason for refusing an ``.npy`` file, in the words of this project where numpy's are obscure."""
+    if "mmap length is greater than file size" in str(error):
+        return "the file is shorter than its header says: truncated"
+    return str(error)
 
 
 def _check_finite(arr: np.ndarray, path: Path) -> None:
@@ -355,14 +387,7 @@ def _karpathy_splits(split: str) -> set[str]:
 
 
 def _load_karpathy(json_path: Path, split: str, cnn: str, image_root: str | os.PathLike | None) -> Split:
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{json_path}: not valid JSON ({e})") from None
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        raise DataError(f"{json_path}: expected a JSON object with a list \"images\"")
+    images = load_karpathy_json(json_path)["images"]
     wanted = _karpathy_splits(split)
     rows: list[int] = []
     captions: list[str] = []
@@ -426,11 +451,7 @@ def split_names(path: str | os.PathLike) -> list[str]:
     else:
         jsons = [root] if root.suffix == ".json" else []
     if len(jsons) == 1:
-        try:
-            with open(jsons[0], encoding="utf-8") as f:
-                images = json.load(f).get("images", [])
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise DataError(f"{jsons[0]}: not a Karpathy dataset file ({e})") from None
+        images = load_karpathy_json(jsons[0])["images"]
         found = {im["split"] for im in images if isinstance(im, dict) and isinstance(im.get("split"), str)}
         names |= found | ({"train"} if "restval" in found else set())
     if names & {"dev", "val"}:

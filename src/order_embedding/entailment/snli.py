@@ -21,12 +21,13 @@ naming the file and line.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nltk.tokenize import NLTKWordTokenizer
+
+from .. import runs
 
 LABELS = ("entailment", "neutral", "contradiction")
 #: The gold label of pairs without annotator consensus.
@@ -68,21 +69,18 @@ class Pairs:
 
 
 def _lines(path: Path):
-    """(line number, text) of each non-blank line; bytes that are not UTF-8 raise with the line number."""
+    """(line number, text) of each non-blank line (``\\n``, ``\\r\\n`` or ``\\r`` ends one); bytes that are not
+    UTF-8, over-long lines and files that are not regular raise with the file (and line)."""
     try:
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise EntailmentDataError(f"{path}:{number}: not UTF-8 text (byte {e.start + 1} of the line)") from None
-                text = text.rstrip("\r\n")
-                if text.strip():
-                    yield number, text
-    except FileNotFoundError:
-        raise EntailmentDataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise EntailmentDataError(f"{path}: is a folder, not a file") from None
+        for number, raw in enumerate(runs.iter_lines(path, "file"), start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise EntailmentDataError(f"{path}:{number}: not UTF-8 text (byte {e.start + 1} of the line)") from None
+            if text.strip():
+                yield number, text
+    except runs.RunError as e:
+        raise EntailmentDataError(str(e)) from None
 
 
 def _add(pairs: Pairs, where: str, label: object, premise: str, hypothesis: str) -> None:
@@ -98,9 +96,9 @@ def _add(pairs: Pairs, where: str, label: object, premise: str, hypothesis: str)
 
 def _json_pair(pairs: Pairs, where: str, text: str) -> None:
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EntailmentDataError(f"{where}: not a JSON object ({e.msg}); {EXPECTED}") from None
+        obj = runs.parse_json(text, where)
+    except runs.RunError as e:
+        raise EntailmentDataError(f"{e}; {EXPECTED}") from None
     if not isinstance(obj, dict):
         raise EntailmentDataError(f"{where}: not a JSON object; {EXPECTED}")
     missing = [k for k in ("gold_label", "sentence1", "sentence2") if k not in obj]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runs
+
 #: Where Debian's ``wordnet-base`` package installs the database files.
 DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
 
@@ -97,15 +99,16 @@ def _format_error(path: Path, lineno: int, reason: str) -> WordNetError:
     return WordNetError(f"{path}:{lineno}: not in the WordNet database format (wndb(5)): {reason}; {DATA_HELP}")
 
 
+#: Largest WordNet file read (WordNet 3.0's data.noun has 15 MB).
+MAX_WORDNET_BYTES = 2**28
+
+
 def _read_lines(path: Path) -> list[bytes]:
+    """The lines of a regular file of at most :data:`MAX_WORDNET_BYTES`, each with its end (byte offsets count)."""
     try:
-        return path.read_bytes().splitlines(keepends=True)
-    except FileNotFoundError:
-        raise WordNetError(f"{path}: file not found; {DATA_HELP}") from None
-    except IsADirectoryError:
-        raise WordNetError(f"{path}: is a folder, expected the WordNet file; {DATA_HELP}") from None
-    except OSError as e:
-        raise WordNetError(f"{path}: cannot read ({e.strerror}); {DATA_HELP}") from None
+        return runs.read_regular(path, MAX_WORDNET_BYTES).splitlines(keepends=True)
+    except runs.RunError as e:
+        raise WordNetError(f"{e}; {DATA_HELP}") from None
 
 
 def parse_data_noun(path: str | os.PathLike) -> tuple[np.ndarray, list[str], np.ndarray]:

@@ -50,16 +50,22 @@ def build_index(
     The images are CNN feature rows (``features``: an ``.npy`` path or an array) or,
     for a model trained from pixels, image files (``images``: paths; ``features``
     None). The folder appears complete or not at all (it is assembled under a
-    temporary name and renamed); an existing one is replaced only with ``overwrite``.
+    temporary name and renamed); an existing one is replaced only with ``overwrite``
+    and only when it is an index folder (:func:`~order_embedding.runs.check_replaceable`),
+    and never when it holds one of the inputs.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if (features is None) == (images is None):
         raise ValueError("give either image features or image files")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} already exists; pass overwrite to replace it")
+    sources = [features if isinstance(features, (str, os.PathLike)) else None,
+               *(images or ()), run if isinstance(run, (str, os.PathLike)) else None]
+    runs.check_output(out, "--out", sources, folder=True)
+    runs.check_replaceable(out, "index", overwrite)
     model = _model(run, device)
+    if model.run_dir is not None:
+        runs.check_output(out, "--out", [model.run_dir], folder=True)
     if images is not None:
         paths = list(images)
         check_image_files(model, paths)
@@ -73,9 +79,7 @@ def build_index(
             raise ValueError(f"{features if not isinstance(features, np.ndarray) else 'features'}: shape "
                              f"{tuple(source.shape)} does not match the model's {model.config.dim_image}-d image features")
     n = source.shape[0]
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = runs.staging_folder(out)
     try:
         writer = NpyWriter(tmp / EMBEDDINGS, (n, model.config.dim), dtype)
         for start in tqdm(range(0, n, block), desc="indexing", unit="block", disable=not verbose):
@@ -92,13 +96,7 @@ def build_index(
         if model.config.method == "order":
             meta["bounds"] = _write_bounds(tmp, verbose)
         runs.save_json(tmp / META, meta)
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        runs.replace_folder(tmp, out)
     finally:
         if isinstance(source, NpyRows):
             source.close()

@@ -10,8 +10,8 @@ from .. import runs
 from ..data.npy import DTYPES, NpyFileError
 from ..measures import MEASURES
 
-EMBEDDINGS = "embeddings.npy"
-META = "index.json"
+EMBEDDINGS = runs.INDEX_EMBEDDINGS
+META = runs.INDEX_META
 ANN = "faiss.index"
 BOUNDS = "bounds.npy"
 FILES = "images.txt"
