@@ -5,13 +5,12 @@ import argparse
 from pathlib import Path
 
 from ..demo import format_demo, run_demo, write_json
+from .help import parser_texts
 from .types import COUNT0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train and compare both models on a generated world (no download)",
-                       description="Generate the shapes world, train the order and symmetric models from pixels, "
-                                   "and print retrieval and hierarchy results. The full demo takes about 20 minutes on two CPU cores.")
+    p = sub.add_parser("demo", **parser_texts("demo"))
     p.add_argument("--out", type=Path, default=Path("demo"), help="folder for data and runs (default: ./demo)")
     p.add_argument("--quick", action="store_true", help="a small version (2,000 training images, 45 updates per model) that finishes in under a minute")
     p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
