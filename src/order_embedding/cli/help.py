@@ -1,7 +1,7 @@
 """What ``order-embedding COMMAND --help`` says about each command: a one-line summary for the
 command list, a paragraph of description, and examples (the doc tests parse every example).
 
-Direction words are those of docs/index.md: "below" means smaller coordinates and "above"
+Direction words are those of the README (What and why): "below" means smaller coordinates and "above"
 larger ones; a caption lies below the images it describes, a general caption below a
 specific one.
 """
