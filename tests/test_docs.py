@@ -177,3 +177,24 @@ def test_every_command_has_a_description_and_an_example():
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     for name, sub in subparsers.items():
         assert sub.description and sub.epilog and f"order-embedding {name}" in sub.epilog, name
+
+
+def architecture() -> str:
+    return (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+
+
+def test_architecture_layers_are_the_checked_layers():
+    from test_layout import LAYERS
+
+    section = architecture().split("## Layers", 1)[1].split("\n## ", 1)[0]
+    listed = [tuple(re.findall(r"`([^`]+)`", line)) for line in re.findall(r"^\d+\. (.+)$", section, re.M)]
+    assert listed == list(LAYERS)
+
+
+def test_architecture_table_names_every_module_and_only_modules():
+    package = ROOT / "src" / "order_embedding"
+    table = architecture().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = {m.rstrip("/") for m in re.findall(r"^\| (.+?) \|", table, re.M) for m in re.findall(r"`([\w./]+)`", m)}
+    modules = {p.name for p in package.iterdir() if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+               or (p.is_dir() and (p / "__init__.py").exists())}
+    assert {n for n in named if "/" not in n} == modules
