@@ -120,7 +120,8 @@ COMMANDS: dict[str, CommandHelp] = {
         "and test with random negatives, train order-embeddings (a hypernym lies below its hyponyms) and a "
         "symmetric (cosine) variant, and print their test accuracy at the threshold chosen on dev, beside the "
         "transitive-closure baseline. The WordNet files come from Debian's wordnet-base or NLTK's wordnet corpus.",
-        ("order-embedding hypernym --seed 0 --out runs/hypernym-s0 --json hypernym-s0.json",),
+        ("order-embedding hypernym --seed 0 --json hypernym-s0.json",
+         "order-embedding hypernym --root mammal.n.01 --dev-size 500 --test-size 500"),
     ),
     "entailment": CommandHelp(
         "textual entailment on SNLI or a generated corpus: order-embeddings against baselines",
