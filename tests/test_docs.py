@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from order_embedding import options
-from order_embedding.cli import build_parser
+from order_embedding.cli import EPILOG, build_parser
 from order_embedding.cli.help import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +25,8 @@ PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "tests" / "REA
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 #: Tokens that mark a command line as a template rather than a command: an ellipsis, an optional
-#: part in brackets, or a <placeholder>.
-TEMPLATE = re.compile(r"\.\.\.|^\[|\]$|^<.*>$")
+#: part in brackets, a <placeholder> or a metavar-style one in capitals (COMMAND, RUN_DIR).
+TEMPLATE = re.compile(r"\.\.\.|^\[|\]$|^<.*>$|^[A-Z][A-Z_]+$")
 
 
 def rel(page: Path) -> str:
@@ -70,6 +70,7 @@ def all_command_lines() -> list[tuple[str, str]]:
     found = [(rel(page), line) for page in PAGES for lang, text in code_blocks(page) if lang in ("", "sh", "bash", "console")
              for line in command_lines(text)]
     found += [(f"order-embedding {name.replace('_', '-')} --help", e) for name, h in COMMANDS.items() for e in h.examples]
+    found += [("order-embedding --help", line) for line in command_lines(EPILOG)]
     return found
 
 
@@ -110,6 +111,12 @@ def test_command_lines_parse():
     assert len(runnable) >= 30  # the docs show many commands; a broken extraction must not pass quietly
     failures = [f"{where}: {line}\n    {message}" for where, line in runnable if (message := parse(line))]
     assert not failures, "command lines that do not parse:\n" + "\n".join(failures)
+
+
+def test_templates_are_told_from_commands():
+    assert all(any(TEMPLATE.search(t) for t in shlex.split(line)) for line in (
+        "order-embedding COMMAND --help", "order-embedding train --data coco ...", "order-embedding demo [--quick]"))
+    assert not any(TEMPLATE.search(t) for t in shlex.split("order-embedding evaluate runs/order --data data/coco --full"))
 
 
 def test_a_wrong_command_line_is_caught():
