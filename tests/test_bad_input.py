@@ -400,10 +400,3 @@ def test_no_traceback_from_a_subprocess(world, tmp_path):
         "order-embedding train: error: argument --dim: must be a whole number, got '8.5' "
         "(see order-embedding train --help)"]
     assert not (tmp_path / "runs").exists()
-
-
-def test_options_table_in_readme_is_the_declaration():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert options.markdown_table() in readme
-    for o in options.OPTIONS:  # every option has a one-line description
-        assert o.help and "\n" not in o.help and o.name in options.DEFAULTS

@@ -9,7 +9,7 @@ import order_embedding
 
 PACKAGE = Path(order_embedding.__file__).parent
 
-#: Layers from the bottom; a module may import its own layer or lower ones only (the README's Layout).
+#: Layers from the bottom; a module may import its own layer or lower ones only (docs/architecture.md).
 LAYERS = (
     ("kernels", "runs", "data", "options"),
     ("vocab", "batching", "measures"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import signal
 import sys
 import threading
@@ -11,21 +12,35 @@ import warnings
 from ..runs import DiskFullError
 from ..train import TrainingError
 
-#: Subcommand modules under ``order_embedding.cli``; each defines ``register(subparsers)``
-#: adding its parser(s) with ``set_defaults(func=...)``.
+#: Subcommand modules under ``order_embedding.cli``, in the order ``--help`` lists them; each
+#: defines ``register(subparsers)`` adding its parser(s) with ``set_defaults(func=...)``.
 COMMANDS = [
+    "demo",
+    "prepare",
+    "extract_features",
     "train",
     "evaluate",
     "encode",
-    "demo",
     "convert_legacy",
+    "index",
+    "serve",
     "hypernym",
     "entailment",
-    "prepare",
-    "extract_features",
-    "serve",
-    "index",
 ]
+
+DESCRIPTION = """\
+Order-embeddings of images and language (Vendrov et al., ICLR 2016): train and evaluate
+caption-image retrieval models in which a caption lies below the images it describes,
+and run the paper's WordNet hypernym and textual entailment experiments."""
+
+EPILOG = """\
+examples:
+  order-embedding demo --quick                        # a small generated world, both models, under a minute
+  order-embedding train --preset order --data data/coco --name order
+  order-embedding evaluate runs/order
+  order-embedding COMMAND --help                      # what one command does, with an example
+
+documentation: README.md and docs/ in the source repository"""
 
 
 class CLIError(Exception):
@@ -60,10 +75,20 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
     print(f"order-embedding: warning: {message}", file=sys.stderr)
 
 
+def version() -> str:
+    """The installed package's version, from its metadata."""
+    try:
+        return importlib.metadata.version("order-embedding")
+    except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    parser = Parser(prog="order-embedding", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="order-embedding", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser

@@ -4,15 +4,11 @@ from __future__ import annotations
 import argparse
 
 from ..legacy import convert_legacy
+from .help import parser_texts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert-legacy",
-        help="convert an original PREFIX.pkl + PREFIX.npz snapshot into a run folder",
-        description="Read an original pre-trained snapshot pair (PREFIX.pkl and PREFIX.npz, e.g. snapshots/order) "
-        "without running any pickled code, and write it as a run folder of this project.",
-    )
+    p = sub.add_parser("convert-legacy", **parser_texts("convert_legacy"))
     p.add_argument("prefix", metavar="PREFIX", help="snapshot path without extension, e.g. snapshots/order")
     p.add_argument("out_dir", metavar="OUT_RUN_DIR", help="run folder to create (must be new or empty)")
     p.set_defaults(func=run)

@@ -5,14 +5,12 @@ import argparse
 from pathlib import Path
 
 from ..demo import FULL, QUICK, format_demo, run_demo, write_json
+from .help import parser_texts
 from .types import COUNT0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train and compare both models on a generated world (no download)",
-                       description="Generate the shapes world, train the order and symmetric models from pixels, "
-                                   "and print retrieval and hierarchy results beside their baselines. "
-                                   "The full demo takes about 20 minutes on two CPU cores.")
+    p = sub.add_parser("demo", **parser_texts("demo"))
     p.add_argument("--out", type=Path, help=f"folder for data and runs (default: ./{FULL.out}, "
                                             f"or ./{QUICK.out} with --quick)")
     p.add_argument("--quick", action="store_true",

@@ -19,13 +19,12 @@ from ..inference import (
 )
 from ..runs import atomic_write, check_output, remove_stale
 from ..vocab import UNK_WORD, Vocabulary
+from .help import parser_texts
 from .types import COUNT, DEVICE, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encode", help="embed captions or image features into the model's space",
-                       description="Captions: one pre-tokenised sentence per line. Images: an .npy of CNN features, "
-                                   "or (for models trained from pixels) a list of image files.")
+    p = sub.add_parser("encode", **parser_texts("encode"))
     p.add_argument("run", metavar="RUN", help="run folder, or an original snapshot prefix")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--captions", type=Path, metavar="TXT", help="text file, one caption per line")

@@ -21,6 +21,7 @@ from ..entailment import (
 from ..entailment.experiment import check_new_run, prepare_run_dir
 from ..inference import default_device
 from ..runs import check_output
+from .help import parser_texts
 from .threads import torch_threads
 from .types import COUNT, DEVICE, NAME
 
@@ -60,12 +61,7 @@ def _default_text(name: str, default: object) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "entailment", help="textual entailment (SNLI, or a generated corpus): order-embeddings against baselines",
-        description="Train the order model and its symmetric (cosine) variant on premise-hypothesis pairs (entailment "
-                    "against neutral and contradiction), choose each threshold on dev, and print test accuracy next to "
-                    "the oracle figure (threshold chosen on test), a majority-class and a word-overlap baseline. "
-                    "Without --snli, a corpus generated from the shapes world's caption grammar is used.")
+    p = sub.add_parser("entailment", **parser_texts("entailment"))
     p.add_argument("--snli", type=Path, metavar="DIR",
                    help="folder with snli_1.0_{train,dev,test}.jsonl or .txt, or the original's {train,dev,test}.txt")
     for split in ("train", "dev", "test"):

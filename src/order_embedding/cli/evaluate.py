@@ -10,12 +10,12 @@ from ..evaluation import ranking_eval_5fold, retrieval_lists
 from ..inference import encode_split, load_model, model_split
 from ..report import model_label, results_table, rounded
 from ..runs import atomic_write
+from .help import parser_texts
 from .types import DEVICE, NAME, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="retrieval metrics of trained models",
-                       description="R@1/5/10, median and mean rank in both directions (COCO 1K: mean of 5 folds).")
+    p = sub.add_parser("evaluate", **parser_texts("evaluate"))
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or an original snapshot prefix")
     p.add_argument("--data", help="dataset folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")

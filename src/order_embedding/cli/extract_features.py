@@ -5,13 +5,12 @@ import argparse
 import os
 
 from ..vision.features import CNNS, extract_features
+from .help import parser_texts
 from .types import COUNT, COUNT0, DEVICE, NAME
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract-features", help="CNN features of the images of a prepared data folder",
-                       description="Writes images/{10crop|1crop|NAME}/{split}.npy: features averaged over 10 crops "
-                                   "(or the centre crop), rows L2-normalised. A stopped run resumes where it stopped.")
+    p = sub.add_parser("extract-features", **parser_texts("extract_features"))
     p.add_argument("data", metavar="DATA_DIR", help="folder written by 'order-embedding prepare'")
     p.add_argument("--cnn", default="vgg19", choices=CNNS, help="network (default: vgg19, fc7 after ReLU)")
     p.add_argument("--crops", type=int, default=10, choices=(10, 1), help="10 crops (corners, centre, mirrors) or 1")

@@ -13,17 +13,14 @@ from ..hypernym.wordnet import (
     read_wordnet,
 )
 from ..runs import check_output
+from .help import parser_texts
 from .threads import torch_threads
 from .types import COUNT, COUNT0, NON_NEGATIVE, POSITIVE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = HypernymConfig()
-    p = sub.add_parser(
-        "hypernym", help="WordNet hypernym completion: order-embeddings, symmetric variant, transitive closure",
-        description="Read WordNet 3.0 nouns, split the transitive closure of the hypernym graph into train, dev and "
-                    "test edges with random negatives, train order-embeddings and a symmetric (cosine) variant, and "
-                    "print their test accuracy next to the transitive-closure baseline.")
+    p = sub.add_parser("hypernym", **parser_texts("hypernym"))
     p.add_argument("--wordnet", type=Path, default=Path(DEFAULT_WORDNET_DIR), metavar="DIR",
                    help=f"folder with data.noun and index.noun (default {DEFAULT_WORDNET_DIR}; NLTK's wordnet folder works)")
     p.add_argument("--root", metavar="SYNSET", help="use only this synset and those below it (e.g. mammal.n.01)")

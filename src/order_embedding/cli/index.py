@@ -13,15 +13,15 @@ from ..index import DTYPES, Index, build_ann, build_index
 from ..inference import load_model, model_split, split_images
 from ..vision.images import image_paths
 from .encode import image_list, read_captions, report_unknown
+from .help import parser_texts
 from .types import COUNT, DEVICE, output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="build or search an on-disk image index",
-                       description="Embed image features once into a memory-mappable index; search it exactly or approximately.")
+    p = sub.add_parser("index", **parser_texts("index"))
     isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
-    b = isub.add_parser("build", help="encode image features into an index folder")
+    b = isub.add_parser("build", **parser_texts("index build"))
     b.add_argument("run", metavar="RUN", help="run folder (or original snapshot prefix) whose model embeds the images")
     b.add_argument("features", type=Path, nargs="?", metavar="FEATURES", help=".npy of CNN features, one row per image")
     b.add_argument("--images", type=Path, metavar="TXT",
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--device", type=DEVICE, help="torch device for encoding (default: cpu)")
     b.set_defaults(func=run_build)
 
-    s = isub.add_parser("search", help="the best images of an index for one or more sentences")
+    s = isub.add_parser("search", **parser_texts("index search"))
     s.add_argument("index", type=Path, metavar="INDEX", help="index folder")
     s.add_argument("sentences", nargs="*", metavar="SENTENCE", help="query sentences (pre-tokenised text)")
     s.add_argument("--queries", type=Path, metavar="TXT", help="also read queries from a file, one per line")

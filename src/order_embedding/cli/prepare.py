@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ..data.prepare import prepare
+from .help import parser_texts
 from .types import output_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="write caption and image lists per split from a Karpathy dataset_*.json",
-                       description="Writes {split}.txt, {split}_images.txt (and {split}_cap2img.txt when needed) "
-                                   "for train (restval included), dev (val) and test; lists missing image files.")
+    p = sub.add_parser("prepare", **parser_texts("prepare"))
     p.add_argument("dataset_json", metavar="DATASET_JSON", help="Karpathy dataset_{coco,flickr8k,flickr30k}.json")
     p.add_argument("--images", metavar="ROOT", help="folder the JSON's image paths are relative to "
                                                       "(default: the JSON's folder)")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from .help import parser_texts
 from .types import DEVICE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="web app: runs, training plots, recall curves, result browser and search",
-                       description="Serve the run folders under RUNS_DIR (read live as they are written).")
+    p = sub.add_parser("serve", **parser_texts("serve"))
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder of run folders (or one run folder)")
     p.add_argument("--data", metavar="DATA_DIR", help="data set for browsing and search (default: each run's own)")
     p.add_argument("--images", metavar="IMAGE_ROOT", help="folder image files are served from (default: the data folder)")

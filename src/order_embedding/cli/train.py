@@ -7,13 +7,12 @@ import os
 
 from ..options import OPTIONS, PRESETS
 from ..train import trainer
+from .help import parser_texts
 from .types import flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a caption-image model",
-                       description="Train with the original's hyperparameter names. Booleans take true/false "
-                                   "(or 1/0, yes/no); null leaves an optional value unset.")
+    p = sub.add_parser("train", **parser_texts("train"))
     p.add_argument("--preset", choices=sorted(PRESETS), default="order", help="the paper's order or symmetric model")
     for option in OPTIONS:
         if option.name == "verbose":
