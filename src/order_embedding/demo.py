@@ -61,8 +61,8 @@ class DemoScale:
 #: seed's figures are not those of a single draw of 1,000 scenes. It trains with textbook Adam because the
 #: original's rule (``adam_original``), whose first steps are several times larger, stalls the CNN learned
 #: from pixels at this width; the drop after 32 of 36 epochs lets a seed whose models start slowly get as far
-#: before it, and the wider text model places the general caption above the specific one more often (the
-#: README's demo section has the measurements).
+#: before it, and the wider text model places the general caption below the specific one more often (docs/demo.md
+#: has the measurements).
 FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000, image_size=48, dim=512,
                  dim_word=128, max_epochs=36, lr_update=32, optimizer="adam", validations_per_epoch=1)
 #: The quick demo, within a minute on two idle cores: a small model, one validation, and the original's
@@ -151,7 +151,7 @@ def word_count_accuracy(pairs: Sequence[tuple[str, str]]) -> float:
 def hierarchy_accuracy(model: LoadedModel, pairs: list[tuple[str, str]]) -> float:
     """Percent of (general, specific) caption pairs the model orders correctly.
 
-    A pair counts when placing the general caption above the specific one violates the
+    A pair counts when placing the general caption below the specific one violates the
     order less than the reverse, ``E(general, specific) < E(specific, general)``; ties
     count half, so a symmetric measure scores exactly 50.
     """
@@ -313,7 +313,7 @@ def format_demo(results: dict[str, Any]) -> str:
     lines = [results_table(rows, title), ""]
     words = results["baselines"]["word_count"]["hierarchy"]
     lines += ["hierarchy check: percent of held-out (general, specific) caption pairs in which the model places the",
-              "general caption above the specific one (ties half). The symmetric model ties every pair, so it scores",
+              "general caption below the specific one (ties half). The symmetric model ties every pair, so it scores",
               "50.0 on every line by construction; the baseline is the word-count rule (fewer words = more general,",
               "equal counts half). Length-controlled: the general caption has at least as many words.",
               f"  {'pairs':<18} {'n':>6}  {'order':>6}  {'word count':>10}"]

@@ -90,7 +90,7 @@ class Measure:
 
     ``errors(s, im)``: the captions x images error matrix (NumPy or torch);
     ``paired(s, im)``: row-wise errors of aligned torch rows of unit vectors; ``distance(s, im)``: the
-    row-wise error as a non-negative distance for vectors of any length, 0 when ``s`` is above ``im``
+    row-wise error as a non-negative distance for vectors of any length, 0 when ``s`` lies below ``im``
     (order) or points the same way (cosine); ``topk(s, im, k)``: each
     query's ``k`` smallest errors and their image indices, streaming ``im`` in blocks;
     ``label``: the paper's name for the model that uses it.
