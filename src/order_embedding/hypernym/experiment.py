@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .. import runs
+from .. import loop, runs
 from ..evaluation import accuracy_at, best_threshold
 from ..measures import measure_labelled
 from ..optim import flush_denormals
@@ -127,6 +126,30 @@ def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+def forward_rows(weight: torch.nn.Parameter, pairs: torch.Tensor, labels: torch.Tensor, measure: str,
+                 margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of a batch of (hyponym, hypernym) rows, with the rows read and their gathered copy
+    (which receives the gradient); the first half of :func:`train_step`."""
+    rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
+    with torch.no_grad():
+        gathered = weight.detach()[rows]
+        if measure == "order":
+            weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
+    gathered.requires_grad_()
+    x, z = gathered.view(len(pairs), 2, -1).unbind(1)
+    return hinge_loss(pair_errors(x, z, measure), labels, margin), rows, gathered
+
+
+def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+               rows: torch.Tensor, gathered: torch.Tensor) -> None:
+    """Backward pass of :func:`forward_rows`'s loss and the optimizer step; the second half of :func:`train_step`."""
+    loss.backward()
+    grad.index_add_(0, rows, gathered.grad)
+    weight.grad = grad
+    optimizer.step()
+    grad.index_fill_(0, rows, 0)
+
+
 def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
                labels: torch.Tensor, measure: str, margin: float) -> float:
     """One update on a batch of (hyponym, hypernym) rows; returns the batch loss.
@@ -144,20 +167,95 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     - ``optimizer`` updates the whole table, so untouched rows keep moving with their
       decaying moments.
     """
-    rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
-    with torch.no_grad():
-        gathered = weight.detach()[rows]
-        if measure == "order":
-            weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
-    gathered.requires_grad_()
-    x, z = gathered.view(len(pairs), 2, -1).unbind(1)
-    loss = hinge_loss(pair_errors(x, z, measure), labels, margin)
-    loss.backward()
-    grad.index_add_(0, rows, gathered.grad)
-    weight.grad = grad
-    optimizer.step()
-    grad.index_fill_(0, rows, 0)
+    loss, rows, gathered = forward_rows(weight, pairs, labels, measure, margin)
+    apply_rows(weight, grad, optimizer, loss, rows, gathered)
     return float(loss.detach())
+
+
+class HypernymTrainee:
+    """One embedding table as :func:`order_embedding.loop.train_loop` trains it (see :func:`train_step`)."""
+
+    def __init__(self, data: HypernymDataset, config: HypernymConfig, run_dir: Path | None,
+                 finished: list[TrainedEmbeddings]) -> None:
+        self.data, self.cfg, self.run_dir, self.finished = data, config, run_dir, finished
+        n = data.graph.n_nodes
+        init_seed, sample_seed = np.random.SeedSequence([config.seed, MEASURES.index(config.measure)]).generate_state(2)
+        self.rng = np.random.default_rng(sample_seed)
+        self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(
+            torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
+        self.weight = self.table["weight"]
+        self.grad = torch.zeros_like(self.weight)
+        self.optimizer = adam_optimizer(self.weight, config.lr)
+        self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
+        self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives) / config.batch_size)
+        self.best = self.current().clone()
+        self.threshold, self.dev_accuracy, self.best_epoch = 0.0, -1.0, 0
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def current(self) -> torch.Tensor:
+        """The embeddings as they are read (the order model's clamped at 0)."""
+        w = self.weight.detach()
+        return w.clamp(min=0) if self.cfg.measure == "order" else w
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The training edges and fresh random negatives, shuffled, in batches of ``batch_size``."""
+        cfg, n = self.cfg, self.data.graph.n_nodes
+        exclude = self.data.train if cfg.filter_negatives else None
+        negatives = np.concatenate([corrupt_edges(self.data.train, n, rng, exclude) for _ in range(cfg.negatives)])
+        pairs, labels = labelled(self.data.train, negatives)
+        shuffle = rng.permutation(len(pairs))
+        pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
+        return [(pairs_t[b * cfg.batch_size:(b + 1) * cfg.batch_size], labels_t[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                for b in range(self.per_epoch)]
+
+    def learning_rates(self, state: loop.TrainState) -> list[float]:
+        """See :func:`learning_rate`."""
+        return [learning_rate(self.cfg, state.uidx, self.cfg.epochs * self.per_epoch)]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """The mean hinge loss of the batch (the rows it reads are clamped first)."""
+        pairs, labels = batch
+        loss, rows, gathered = forward_rows(self.weight, pairs, labels, self.cfg.measure, self.cfg.margin)
+        self._pending = rows, gathered
+        return loss, len(labels)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Adam on the whole table with the batch rows' gradients."""
+        assert self._pending is not None
+        apply_rows(self.weight, self.grad, self.optimizer, loss, *self._pending)
+        self._pending = None
+
+    def validate(self) -> dict[str, Any]:
+        """Dev accuracy (percent) at the best threshold; the score is the accuracy as a fraction."""
+        threshold, acc = best_threshold(embedding_errors(self.current(), self.dev_pairs, self.cfg.measure), self.dev_labels)
+        return {"dev_accuracy": 100 * acc, "threshold": threshold, "score": acc}
+
+    def describe(self, result: dict[str, Any]) -> None:
+        """No line: the progress bar shows the loss."""
+        return None
+
+    def save_best(self, state: loop.TrainState, result: dict[str, Any]) -> None:
+        """Keep the embeddings, their threshold and epoch; write them with the finished models' to the run folder."""
+        self.best = self.current().clone()
+        self.threshold, self.dev_accuracy, self.best_epoch = result["threshold"], result["score"], state.epoch + 1
+        if self.run_dir is not None:
+            tables = {m.measure: (m.embeddings, m.threshold, m.dev_accuracy) for m in self.finished}
+            tables[self.cfg.measure] = (self.best.numpy(), self.threshold, self.dev_accuracy)
+            write_tables(self.run_dir, tables)
+
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The table, Adam's moments and the best table with its threshold."""
+        return ({**loop.optimizer_tensors(self.table, self.optimizer), "best.weight": self.best},
+                {"threshold": self.threshold, "dev_accuracy": self.dev_accuracy, "best_epoch": self.best_epoch})
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> None:
+        """Inverse of :meth:`state_tensors`."""
+        best = tensors.pop("best.weight", None)
+        if best is None or best.shape != self.weight.shape or set(meta) != {"threshold", "dev_accuracy", "best_epoch"}:
+            raise runs.RunError(f"{source}: not a checkpoint of this hypernym model")
+        loop.load_optimizer_tensors(self.table, self.optimizer, tensors, source)
+        self.best = best
+        self.threshold, self.dev_accuracy, self.best_epoch = meta["threshold"], meta["dev_accuracy"], meta["best_epoch"]
 
 
 def train_embeddings(
@@ -165,110 +263,71 @@ def train_embeddings(
     config: HypernymConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    finished: list[TrainedEmbeddings] | None = None,
 ) -> TrainedEmbeddings:
     """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
 
     With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
-    to its ``metrics.jsonl``.
+    to its ``metrics.jsonl``, the best embeddings (with those of the ``finished`` models) are written
+    to its ``model.safetensors``, and training resumes from the model's checkpoint there.
     """
     cfg = config
-    n = data.graph.n_nodes
-    order = cfg.measure == "order"
-    init_seed, sample_seed = np.random.SeedSequence([cfg.seed, MEASURES.index(cfg.measure)]).generate_state(2)
-    rng = np.random.default_rng(sample_seed)
-    weight = torch.nn.Parameter(torch.randn(n, cfg.dim, generator=torch.Generator().manual_seed(int(init_seed))))
-    grad = torch.zeros_like(weight)
-    optimizer = adam_optimizer(weight, cfg.lr)
-    dev_pairs, dev_labels = labelled(data.dev, data.dev_negatives)
-    n_train = len(data.train) * (1 + cfg.negatives)
-    per_epoch = math.ceil(n_train / cfg.batch_size)
-    start = time.time()
-    best = {"accuracy": -1.0, "threshold": 0.0, "epoch": 0, "uidx": 0, "weights": None}
-    uidx = examples = 0
-    loss_sum, loss_count = 0.0, 0
-
-    def current() -> torch.Tensor:
-        w = weight.detach()
-        return w.clamp(min=0) if order else w
-
-    def validate(epoch: int) -> float:
-        threshold, acc = best_threshold(embedding_errors(current(), dev_pairs, cfg.measure), dev_labels)
-        is_best = acc > best["accuracy"]
-        if is_best:
-            best.update(accuracy=acc, threshold=threshold, epoch=epoch, uidx=uidx, weights=current().clone())
-        if run_dir is not None:
-            runs.append_metrics(run_dir, {"event": "valid", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
-                                          "examples": examples, "dev_accuracy": 100 * acc, "threshold": threshold,
-                                          "best": is_best, "time": time.time() - start})
-        return acc
-
-    bar = tqdm(total=cfg.epochs * per_epoch, desc=cfg.measure, unit="batch", disable=not progress, leave=False)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    trainee = HypernymTrainee(data, cfg, run_dir, finished or [])
+    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.measure), {"model": cfg.measure})
+    schedule = loop.Schedule(cfg.epochs, cfg.valid_every, None, valid_each_epoch=True)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
-        for epoch in range(1, cfg.epochs + 1):
-            exclude = data.train if cfg.filter_negatives else None
-            negatives = np.concatenate([corrupt_edges(data.train, n, rng, exclude) for _ in range(cfg.negatives)])
-            pairs, labels = labelled(data.train, negatives)
-            shuffle = rng.permutation(len(pairs))
-            pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
-            for b in range(per_epoch):
-                rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-                y = labels_t[rows]
-                optimizer.param_groups[0]["lr"] = learning_rate(cfg, uidx, cfg.epochs * per_epoch)
-                loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
-                uidx += 1
-                examples += len(y)
-                loss_sum += loss * len(y)
-                loss_count += len(y)
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(f"{cfg.measure} model: the loss became {loss_sum} at update {uidx}")
-                last = b == per_epoch - 1
-                if uidx % cfg.valid_every == 0 or last:
-                    if run_dir is not None:
-                        runs.append_metrics(run_dir, {"event": "train", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
-                                                      "examples": examples, "loss": loss_sum / loss_count,
-                                                      "time": time.time() - start})
-                    acc = validate(epoch)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / loss_count:.4f}", dev=f"{100 * acc:.2f}",
-                                    best=f"{100 * best['accuracy']:.2f}")
-                    loss_sum, loss_count = 0.0, 0
-                bar.update()
-    bar.close()
+        state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
+        state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
-    weights = best["weights"]
-    test_acc = accuracy_at(embedding_errors(weights, test_pairs, cfg.measure), test_labels, best["threshold"])
+    test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.measure), test_labels, trainee.threshold)
     return TrainedEmbeddings(
-        measure=cfg.measure, embeddings=weights.numpy(), threshold=best["threshold"], dev_accuracy=best["accuracy"],
-        test_accuracy=test_acc, best_epoch=best["epoch"], best_uidx=best["uidx"], updates=uidx,
-        seconds=time.time() - start, config=cfg,
+        measure=cfg.measure, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
+        dev_accuracy=trainee.dev_accuracy, test_accuracy=test_acc, best_epoch=trainee.best_epoch,
+        best_uidx=state.best_uidx, updates=state.uidx, seconds=state.seconds, config=cfg,
     )
 
 
-def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any]) -> Path:
-    """Create a run folder (``kind: hypernym``) with its config and synset list; refuses an existing run."""
-    run_dir = Path(run_dir)
-    if (run_dir / runs.CONFIG).exists():
-        raise ValueError(f"{run_dir} already holds a run; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / runs.METRICS).unlink(missing_ok=True)
+def run_config(data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a hypernym run (``kind: hypernym``)."""
     g = data.graph
-    runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
-    runs.save_json(run_dir / runs.CONFIG, {
+    return {
         "kind": "hypernym",
         "model": {"n_nodes": g.n_nodes, "dim": {c.measure: c.dim for c in configs}, "measures": [c.measure for c in configs]},
         "train": {c.measure: asdict(c) for c in configs},
         "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
                  "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
-    })
+    }
+
+
+def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any],
+                    resume: bool = False) -> Path:
+    """Create a run folder with its config and synset list; an existing run is refused unless ``resume``
+    (and then must record the same config)."""
+    run_dir = Path(run_dir)
+    config = run_config(data, configs, source)
+    if loop.check_new_or_resumed(run_dir, config, resume):
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / runs.METRICS).unlink(missing_ok=True)
+    g = data.graph
+    runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
+    runs.save_json(run_dir / runs.CONFIG, config)
     return run_dir
 
 
 def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> None:
     """Write the best embeddings of each model to the run folder's ``model.safetensors``."""
+    write_tables(run_dir, {m.measure: (m.embeddings, m.threshold, m.dev_accuracy) for m in models})
+
+
+def write_tables(run_dir: str | Path, tables: dict[str, tuple[np.ndarray, float, float]]) -> None:
+    """Write ``{model: (embeddings, threshold, dev accuracy as a fraction)}`` to ``model.safetensors``."""
     runs.save_tensors(
         Path(run_dir) / runs.BEST,
-        {m.measure: torch.from_numpy(np.ascontiguousarray(m.embeddings)) for m in models},
-        {"thresholds": {m.measure: m.threshold for m in models},
-         "dev_accuracy": {m.measure: 100 * m.dev_accuracy for m in models}},
+        {k: torch.from_numpy(np.ascontiguousarray(e)) for k, (e, _, _) in tables.items()},
+        {"thresholds": {k: t for k, (_, t, _) in tables.items()},
+         "dev_accuracy": {k: 100 * a for k, (_, _, a) in tables.items()}},
     )
 
 
@@ -314,19 +373,31 @@ def run_experiment(
     source: dict[str, Any] | None = None,
     progress: bool = True,
     started: float | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train each configured model and run the closure baseline; the results object (accuracies in percent).
 
-    With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results.
+    With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results; with
+    ``resume``, a run folder holding this run continues from its checkpoints.
     ``seconds`` counts from ``started`` (a ``time.time()``, default: this call).
     """
     start = time.time() if started is None else started
-    if run_dir is not None:
-        run_dir = prepare_run_dir(run_dir, data, configs, source or {})
+    if run_dir is None:
+        return _run(data, configs, None, progress, start)
+    run_dir = prepare_run_dir(run_dir, data, configs, source or {}, resume)
+    lock = runs.lock_run(run_dir)
+    try:
+        return _run(data, configs, run_dir, progress, start)
+    finally:
+        lock.close()
+
+
+def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | None, progress: bool,
+         start: float) -> dict[str, Any]:
     trained: list[TrainedEmbeddings] = []
     models: dict[str, dict[str, Any]] = {}
     for cfg in configs:
-        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress)
+        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, finished=trained)
         trained.append(m)
         models[m.measure] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
                              "threshold": m.threshold, "best_epoch": m.best_epoch, "best_uidx": m.best_uidx,
@@ -338,7 +409,8 @@ def run_experiment(
     results = {"nodes": data.graph.n_nodes, "direct_edges": len(data.graph.edges), "edges": len(data.closure),
                "train_edges": len(data.train), "seed": data.seed, "seconds": time.time() - start, "models": models}
     if run_dir is not None:
-        runs.save_json(Path(run_dir) / RESULTS, results)
+        runs.save_json(run_dir / RESULTS, results)
+        loop.finish(run_dir, {"updates": {m.measure: m.updates for m in trained}, "seconds": results["seconds"]})
     return results
 
 
