@@ -17,7 +17,7 @@ LAYERS = (
     ("loss", "optim", "legacy"),
     ("inference",),
     ("evaluation", "report"),
-    ("train", "distributed"),
+    ("train", "loop", "distributed"),
     ("demo", "hypernym", "entailment"),
     ("index",),
     ("server",),

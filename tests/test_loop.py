@@ -63,8 +63,8 @@ def tiny_wordnet(tmp_path):
 
 def _hypernym_configs():
     # 10 training edges + 10 negatives in batches of 3: 7 updates an epoch, validated every 4 and at each epoch's end
-    return [hypernym.HypernymConfig(measure=m, dim=4, epochs=3, batch_size=3, valid_every=4, lr_decay=True)
-            for m in ("order", "symmetric")]
+    return [hypernym.HypernymConfig(measure=m, dim=4, max_epochs=3, batch_size=3, validFreq=4, lr_decay=True)
+            for m in ("order", "cosine")]
 
 
 @pytest.mark.parametrize("call", [3, 6, 9, 20, 26, 40])  # mid-epoch, just after a checkpoint, in the second model
@@ -87,7 +87,7 @@ def test_hypernym_resumed_after_an_interruption_equals_an_uninterrupted_run(tiny
 
 def test_hypernym_resume_refuses_other_settings(tiny_wordnet, tmp_path):
     hypernym.run_experiment(tiny_wordnet, _hypernym_configs(), run_dir=tmp_path / "r", progress=False)
-    other = [hypernym.HypernymConfig(measure="order", dim=5, epochs=3, batch_size=3, valid_every=4)]
+    other = [hypernym.HypernymConfig(measure="order", dim=5, max_epochs=3, batch_size=3, validFreq=4)]
     with pytest.raises(ValueError, match="other 'model' settings"):
         hypernym.run_experiment(tiny_wordnet, other, run_dir=tmp_path / "r", progress=False, resume=True)
 
@@ -145,7 +145,7 @@ def test_train_state_reads_checkpoints_written_before_its_newer_fields():
 
 def test_nan_loss_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
     write_wordnet(tmp_path / "wn", TINY)
-    real = hypernym.hinge_loss
+    real = hypernym.pair_hinge_loss
     count = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -153,9 +153,10 @@ def test_nan_loss_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
         loss = real(*args, **kwargs)
         return loss * math.nan if count["n"] == 5 else loss
 
-    monkeypatch.setattr(hypernym, "hinge_loss", poisoned)
+    monkeypatch.setattr(hypernym, "pair_hinge_loss", poisoned)
     assert main(["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3",
-                 "--dim", "4", "--batch-size", "3", "--save_dir", str(tmp_path), "--name", "h", "--quiet"]) == 2
+                 "--dim", "4", "--batch-size", "3", "--validFreq", "2", "--save_dir", str(tmp_path), "--name", "h",
+                 "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "order model: loss became nan at update 5" in err and str(tmp_path / "h") in err

@@ -23,7 +23,7 @@ from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
 from .options import device as parse_device
 from .options import positive_int
-from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
+from .vision.images import FeatureSource, ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -174,15 +174,23 @@ def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = Fals
     return out
 
 
-def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.ndarray:
-    """The model's image input for a split: its feature rows, or its decoded pixels for backbone models."""
-    if model.config.backbone is None:
+def split_input(config: ModelConfig, split: Split, train: bool = False, verbose: bool = False) -> Any:
+    """What a model of ``config`` reads of a split's images, the one place that decides features or pixels:
+    its feature rows (as a :class:`FeatureSource` for training), or, for a pixel backbone, its image files
+    decoded (with the training augmentation when ``train``)."""
+    if config.backbone is None:
         if split.features is None:
-            raise ValueError(f"split {split.name!r} has no image features; the model needs {model.config.dim_image}-d features")
-        return split.features
+            raise ValueError(f"split {split.name!r} has no image features; the model needs {config.dim_image}-d features")
+        return FeatureSource(split.features) if train else split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
-    return image_input(model, image_paths(split.image_files, split.image_root), verbose)
+    return pixel_inputs(image_paths(split.image_files, split.image_root), config.backbone, config.backbone_options,
+                        train=train, verbose=verbose)
+
+
+def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.ndarray:
+    """The model's image input for a split at evaluation (see :func:`split_input`)."""
+    return split_input(model.config, split, False, verbose)
 
 
 def check_image_files(model: LoadedModel, paths: Sequence[str | os.PathLike]) -> None:
@@ -210,22 +218,15 @@ def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose:
 def split_source(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
                  image_root: str | os.PathLike | None = None,
                  run_dir: str | os.PathLike | None = None) -> tuple[Path, str, str | None]:
-    """``(data folder, features name, image root)`` of the data set a run trained on (its recorded training
-    ``options``, found as :func:`runs.recorded_data` finds it from the run folder ``run_dir``), or of ``data``;
-    features and image root as in training unless given."""
-    data = data or runs.recorded_data(run_dir, options)
-    if not isinstance(data, (str, os.PathLike)) or not str(data):
-        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
-    cnn = cnn or options.get("cnn")
-    root = image_root or options.get("image_root")
-    return (resolve_data_dir(data), cnn if isinstance(cnn, str) else "10crop",
-            str(root) if isinstance(root, (str, os.PathLike)) else None)
+    """:func:`runs.run_data` with the data set resolved to its folder."""
+    data, cnn, root = runs.run_data(options, data, cnn, image_root, run_dir)
+    return resolve_data_dir(data), cnn, root
 
 
 def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,
                 image_root: str | os.PathLike | None = None) -> Split:
     """A split of the data set the model was trained on, or of ``data``; features and image root as in training
-    unless given (see :func:`split_source`)."""
+    unless given (see :func:`runs.run_data`)."""
     data_dir, cnn, root = split_source(model.options, data, cnn, image_root, model.run_dir)
     return load_split(data_dir, split, cnn=cnn, image_root=root)
 

@@ -129,12 +129,47 @@ class RunFiles:
     checkpoint: str = runs.LAST
     tags: dict[str, Any] | None = None  #: added to every metrics record (e.g. ``{"model": "order"}``)
     is_main: bool = True  #: this process writes the folder (rank 0)
+    tensorboard: Any = None  #: a ``torch.utils.tensorboard.SummaryWriter`` that also receives the records' figures
 
     def log(self, state: TrainState, record: dict[str, Any]) -> None:
-        """Append a metrics record stamped with where training stands."""
-        if self.run_dir is not None and self.is_main:
-            runs.append_metrics(self.run_dir, {**record, **(self.tags or {}), "uidx": state.uidx, "epoch": state.epoch,
-                                               "examples": state.examples, "time": time.time()})
+        """Append a metrics record stamped with where training stands (and write its figures to TensorBoard)."""
+        if not self.is_main:
+            return
+        stamped = {**record, **(self.tags or {}), "uidx": state.uidx, "epoch": state.epoch,
+                   "examples": state.examples, "time": time.time()}
+        if self.run_dir is not None:
+            runs.append_metrics(self.run_dir, stamped)
+        if self.tensorboard is not None:
+            prefix = f"{self.tags['model']}/" if self.tags and "model" in self.tags else ""
+            for tag, value in scalars(record):
+                self.tensorboard.add_scalar(f"{prefix}{record['event']}/{tag}", value, state.uidx, stamped["time"])
+
+
+def scalars(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    """The numbers of a metrics record as ``(tag, value)``, nested objects as ``outer/inner`` (booleans and
+    the record's stamps left out)."""
+    out: list[tuple[str, float]] = []
+    for key, value in record.items():
+        if key in ("event", "model", "uidx", "epoch", "examples", "time"):
+            continue
+        if isinstance(value, dict):
+            out += scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((f"{prefix}{key}", float(value)))
+    return out
+
+
+def tensorboard_writer(log_dir: str | Path | None) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``log_dir`` (``None``: none); without the ``tensorboard`` package,
+    a one-line error naming it."""
+    if log_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard, or the "
+                         "order-embedding[tensorboard] extra)") from None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def optimizer_tensors(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

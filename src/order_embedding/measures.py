@@ -1,10 +1,18 @@
 """The two measures of the paper: the order-violation penalty and the cosine baseline.
 
+A measure is called ``order`` or ``cosine`` everywhere (options, configs, run folders,
+Python arguments); :data:`MEASURES` is their one registry. The paper's two *models* are
+named after them: the order model uses the ``order`` measure, and the symmetric model
+uses the ``cosine`` measure. ``symmetric`` is the model's name, never the measure's;
+where it was accepted as a measure before, :func:`measure_name` still reads it, with a
+deprecation notice.
+
 Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 (lower is better) and accept NumPy arrays or torch tensors, returning the same type.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -12,6 +20,7 @@ import numpy as np
 import torch
 
 from .kernels import cosine_topk, order_error_grads, order_error_matrix, order_topk
+from .options import positive_int
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -105,6 +114,10 @@ MEASURES: dict[str, Measure] = {
 }
 
 
+#: The measure each of the paper's models uses, by the model's name (``order``, ``symmetric``).
+MODELS: dict[str, str] = {m.label: m.name for m in MEASURES.values()}
+
+
 def measure(name: str) -> Measure:
     """The measure called ``name`` (``order`` or ``cosine``); any other name is a one-line error."""
     try:
@@ -113,12 +126,19 @@ def measure(name: str) -> Measure:
         raise ValueError(f"unknown measure {name!r}; choose one of {sorted(MEASURES)}") from None
 
 
-def measure_labelled(label: str) -> Measure:
-    """The measure of the model the paper calls ``label`` (``order`` or ``symmetric``)."""
-    found = [m for m in MEASURES.values() if m.label == label]
-    if not found:
-        raise ValueError(f"unknown measure {label!r}; choose one of {sorted(m.label for m in MEASURES.values())}")
-    return found[0]
+def measure_name(name: str) -> str:
+    """``name`` as a measure's name: ``order`` or ``cosine``; ``symmetric`` (the model that uses the cosine
+    measure) is read as ``cosine`` with a deprecation notice; anything else is a one-line error."""
+    if name == "symmetric":
+        warnings.warn("the measure 'symmetric' is now called 'cosine' (the symmetric model uses the cosine measure)",
+                      FutureWarning, stacklevel=3)
+        return "cosine"
+    return measure(name).name
+
+
+def model_name(name: str) -> str:
+    """The paper's name of the model that uses measure ``name`` (``order`` or ``symmetric``)."""
+    return measure(measure_name(name)).label
 
 
 def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
@@ -132,9 +152,8 @@ def exact_topk(s: np.ndarray, im, method: str, k: int) -> tuple[np.ndarray, np.n
     Ascending errors, ties to the lower image index; ``im`` is any 2-D array-like
     (an ``.npy`` read by rows, a memory map).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     s = np.asarray(s, dtype=np.float32)
     if s.ndim != 2 or s.shape[1] != im.shape[1]:
         raise ValueError(f"queries of shape {s.shape} do not match {im.shape[1]}-d images")
-    return measure(method).topk(s, im, int(k))
+    return measure(method).topk(s, im, k)

@@ -31,6 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .options import DEFAULTS
+
 CONFIG = "config.json"
 VOCAB = "vocab.json"
 METRICS = "metrics.jsonl"
@@ -311,6 +313,21 @@ def recorded_data(run_dir: str | os.PathLike | None, train: dict[str, Any]) -> s
         if moved.exists():
             return str(moved)
     return data
+
+
+def run_data(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
+             image_root: str | os.PathLike | None = None,
+             run_dir: str | os.PathLike | None = None) -> tuple[str | os.PathLike, str, str | None]:
+    """``(data set, features name, image root)`` a run trained on (from its recorded training ``options``, the
+    data set found as :func:`recorded_data` finds it from the run folder ``run_dir``), or ``data``; features
+    and image root as in training unless given."""
+    data = data or recorded_data(run_dir, options)
+    if not isinstance(data, (str, os.PathLike)) or not str(data):
+        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
+    cnn = cnn or options.get("cnn")
+    root = image_root or options.get("image_root")
+    return (data, cnn if isinstance(cnn, str) else DEFAULTS["cnn"],
+            str(root) if isinstance(root, (str, os.PathLike)) else None)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -26,6 +26,7 @@ from .inference import (
     encode_sentences,
     load_model,
     split_images,
+    split_input,
 )
 from .loop import TrainingError as TrainingError
 from .loop import TrainState as TrainState
@@ -33,7 +34,6 @@ from .loss import contrastive_loss
 from .model import ModelConfig, OrderEmbeddingModel
 from .optim import clip_gradients, flush_denormals, make_optimizer, scheduled_lr
 from .options import NOT_RECORDED, changed_on_resume, make_options
-from .vision.images import FeatureSource, image_paths, pixel_inputs
 from .vocab import Vocabulary
 
 
@@ -48,16 +48,6 @@ def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: flo
     if tuned:
         groups.append({"params": tuned, "lr": float(backbone_lrate)})
     return groups
-
-
-def image_source(split: Split, options: dict[str, Any], verbose: bool):
-    """Feature rows, or decoded pixels when the model has a backbone."""
-    if options["backbone"] is None:
-        if split.features is None:
-            raise ValueError(f"split {split.name!r} has no image features under images/{options['cnn']}/")
-        return FeatureSource(split.features)
-    paths = image_paths(split.image_files or [], split.image_root)
-    return pixel_inputs(paths, options["backbone"], options["backbone_options"], train=True, verbose=verbose)
 
 
 def validate(model: LoadedModel, dev: Split, dev_images: np.ndarray) -> dict[str, Any]:
@@ -83,20 +73,22 @@ def _check_resume(run_dir: Path, opt: dict[str, Any]) -> dict[str, Any]:
 
 
 @flush_denormals()  # the Adam moments of words no batch uses decay towards the subnormal range
-def trainer(preset: str | None = None, **kwargs: Any) -> Path:
+def trainer(preset: str | None = None, tensorboard: str | Path | None = None, **kwargs: Any) -> Path:
     """Train a caption-image model with the original's hyperparameter names; returns the run folder.
 
     The run folder is locked against a second writer while training; ``resume=True`` continues it from its
-    last checkpoint (or from the start, when it was stopped before one was written). Subnormal floats are
-    flushed to zero on the calling thread while it runs (:func:`flush_denormals`).
+    last checkpoint (or from the start, when it was stopped before one was written). With ``tensorboard``, the
+    metrics also go to that folder as TensorBoard scalars. Subnormal floats are flushed to zero on the calling
+    thread while it runs (:func:`flush_denormals`).
     """
     opt = make_options(preset, **kwargs)
     dist = distributed.setup(opt["device"])  # one process, or this rank of a torchrun group
+    writer = loop.tensorboard_writer(tensorboard) if dist.is_main else None
     run_dir = Path(opt["save_dir"]) / opt["name"]
     new = not run_dir.exists()
     lock = runs.lock_run(run_dir) if dist.is_main else None
     try:
-        return _train(opt, dist, run_dir)
+        return _train(opt, dist, run_dir, writer)
     except BaseException:
         if new and lock is not None and [p.name for p in run_dir.iterdir()] == [runs.LOCK]:
             (run_dir / runs.LOCK).unlink()  # a run that failed before writing anything leaves no folder
@@ -105,9 +97,11 @@ def trainer(preset: str | None = None, **kwargs: Any) -> Path:
     finally:
         if lock is not None:
             lock.close()
+        if writer is not None:
+            writer.close()
 
 
-def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Path:
+def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path, writer: Any = None) -> Path:
     verbose = opt["verbose"] and dist.is_main
     device = torch.device(opt["device"]) if opt["device"] else default_device()
     started = (run_dir / runs.CONFIG).exists()
@@ -128,8 +122,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
     else:
         vocab = Vocabulary.build(train.captions + dev_full.captions, n_words=opt["n_words"], lowercase=opt["lowercase"])
     train_ids = [vocab.encode(c) for c in train.captions]
-    images = image_source(train, opt, verbose)
-    if opt["backbone"] is None and train.features.shape[1] != opt["dim_image"]:
+    if opt["backbone"] is None and train.features is not None and train.features.shape[1] != opt["dim_image"]:
         raise ValueError(f"training features are {train.features.shape[1]}-dimensional but dim_image is {opt['dim_image']}")
 
     # Model and optimizer
@@ -138,6 +131,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
                          method=opt["method"], abs=opt["abs"], encoder=opt["encoder"],
                          backbone=opt["backbone"], backbone_options=dict(opt["backbone_options"]))
     net = OrderEmbeddingModel(config).to(device)
+    images = split_input(config, train, train=True, verbose=verbose)
     if opt["load_from"] and not resuming:
         net.load_state_dict(load_model(opt["load_from"], device="cpu").net.state_dict())
     groups = parameter_groups(net, opt["lrate"], opt["backbone_lrate"])
@@ -150,7 +144,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path) -> Pat
                                   dev, split_images(model, dev), world_size=dist.world_size)
 
     # Where training stands: the last checkpoint's state, or the start
-    files = loop.RunFiles(run_dir, runs.LAST, is_main=dist.is_main)
+    files = loop.RunFiles(run_dir, runs.LAST, is_main=dist.is_main, tensorboard=writer)
     rng = np.random.default_rng(opt["seed"])
     state, resumed = loop.start_state(files, trainee, rng, verbose)
     if started and not resumed and verbose:

@@ -15,59 +15,96 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .. import loop, runs
+from .. import loop, options, runs
 from ..evaluation import accuracy_at, best_threshold
-from ..measures import measure_labelled
+from ..loss import pair_hinge_loss
+from ..measures import MEASURES, MODELS, measure_name, model_name
 from ..optim import flush_denormals
-from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
-
-#: The trained measures: the paper's order model and the symmetric (cosine) variant.
-MEASURES = ("order", "symmetric")
+from .wordnet import DEFAULT_WORDNET_DIR, HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
 #: Run-folder file listing the synset of each embedding row.
 SYNSETS = "synsets.json"
 #: Run-folder file with the final results (the same object ``--json`` writes).
 RESULTS = "results.json"
 
+#: The options of ``order-embedding hypernym``: the training options shared with ``train`` (same flags and
+#: rules, this experiment's defaults), then its own.
+OPTIONS: tuple[options.Option, ...] = (
+    options.Option("wordnet", DEFAULT_WORDNET_DIR, options.text, "folder with data.noun and index.noun (NLTK's "
+                   "wordnet folder works)", metavar="DIR"),
+    options.Option("root", None, options.optional(options.text), "use only this synset and those below it "
+                   "(e.g. mammal.n.01)", metavar="SYNSET"),
+    options.shared("seed", 0, "seed of the split, negatives and initialisation"),
+    options.Option("dev_size", 4000, options.at_least(0), "dev edges"),
+    options.Option("test_size", 4000, options.at_least(0), "test edges"),
+    options.shared("max_epochs", 15, "training epochs of each model", aliases=("epochs",)),
+    options.shared("dim", 50, "embedding dimension"),
+    options.shared("batch_size", 1000, "pairs per update", rule=options.positive_int),
+    options.shared("lrate", 0.01, "Adam learning rate", aliases=("lr",)),
+    options.shared("margin", 1.0, "hinge margin for negatives", rule=options.positive_number),
+    options.Option("negatives", 1, options.positive_int, "negatives drawn per training edge each epoch"),
+    options.Option("filter_negatives", False, options.boolean, "draw a training negative again when it is a "
+                   "training edge (known to be true)"),
+    options.Option("lr_decay", False, options.boolean, "decay the learning rate linearly to 0 over the run"),
+    options.shared("validFreq", 100, "evaluate on dev every this many updates and at each epoch's end",
+                   aliases=("valid-every",)),
+    options.NO_SYMMETRIC,
+    options.shared("save_dir"),
+    options.shared("name", "hypernym"),
+    options.shared("resume", help="continue save_dir/name from its last checkpoints (same result as one "
+                   "uninterrupted run)"),
+    options.JSON,
+    options.TENSORBOARD,
+    options.THREADS,
+    options.QUIET,
+)
+#: Each option by name.
+BY_NAME = {o.name: o for o in OPTIONS}
+
 
 @dataclass
 class HypernymConfig:
-    """Hyperparameters of one embedding model (defaults: the paper's order model)."""
+    """Hyperparameters of one embedding model (defaults: the paper's order model), named as :data:`OPTIONS`.
+
+    ``measure`` is ``order`` or ``cosine`` (the symmetric model); every value is checked by its option's rule.
+    """
 
     measure: str = "order"
-    dim: int = 50
-    epochs: int = 15
-    batch_size: int = 1000
-    lr: float = 0.01
-    margin: float = 1.0
-    negatives: int = 1
+    dim: int = BY_NAME["dim"].default
+    max_epochs: int = BY_NAME["max_epochs"].default
+    batch_size: int = BY_NAME["batch_size"].default
+    lrate: float = BY_NAME["lrate"].default
+    margin: float = BY_NAME["margin"].default
+    negatives: int = BY_NAME["negatives"].default
     filter_negatives: bool = False
     lr_decay: bool = False
-    valid_every: int = 100
-    seed: int = 0
+    validFreq: int = BY_NAME["validFreq"].default
+    seed: int = BY_NAME["seed"].default
 
     def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise ValueError(f"unknown measure {self.measure!r}; choose one of {list(MEASURES)}")
-        for name in ("dim", "epochs", "batch_size", "negatives", "valid_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if not (self.lr > 0 and self.margin > 0):
-            raise ValueError(f"lr and margin must be positive (got {self.lr}, {self.margin})")
+        self.measure = measure_name(self.measure)
+        for f in fields(self):
+            if f.name in BY_NAME:
+                setattr(self, f.name, BY_NAME[f.name].parse(getattr(self, f.name)))
+
+    @property
+    def model(self) -> str:
+        """The model's name: ``order`` or ``symmetric`` (keys of the results and the saved embeddings)."""
+        return model_name(self.measure)
 
 
 @dataclass
 class TrainedEmbeddings:
     """The best embeddings of one model on dev, their threshold and accuracies (fractions)."""
 
-    measure: str
+    model: str  #: ``order`` or ``symmetric``
     embeddings: np.ndarray
     threshold: float
     dev_accuracy: float
@@ -80,13 +117,9 @@ class TrainedEmbeddings:
 
 
 def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, measure: str) -> torch.Tensor:
-    """Error of each aligned row pair (hyponym, hypernym); low means "is a"."""
-    return measure_labelled(measure).distance(hypernyms, hyponyms)
-
-
-def hinge_loss(errors: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean over the batch of ``E`` for positives and ``max(0, margin - E)`` for negatives."""
-    return torch.where(labels, errors, (margin - errors).clamp(min=0)).mean()
+    """Error of each aligned row pair (hyponym, hypernym) under ``measure`` (``order`` or ``cosine``);
+    low means "is a"."""
+    return MEASURES[measure_name(measure)].distance(hypernyms, hyponyms)
 
 
 def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, measure: str) -> np.ndarray:
@@ -115,7 +148,7 @@ def closure_baseline(data: HypernymDataset) -> dict[str, float]:
 def learning_rate(config: HypernymConfig, uidx: int, updates: int) -> float:
     """The learning rate of update ``uidx`` (from 0) of ``updates``: constant, or with ``lr_decay``
     falling linearly from ``lr`` towards 0."""
-    return config.lr * (1 - uidx / updates) if config.lr_decay else config.lr
+    return config.lrate * (1 - uidx / updates) if config.lr_decay else config.lrate
 
 
 def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
@@ -137,7 +170,7 @@ def forward_rows(weight: torch.nn.Parameter, pairs: torch.Tensor, labels: torch.
             weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
     gathered.requires_grad_()
     x, z = gathered.view(len(pairs), 2, -1).unbind(1)
-    return hinge_loss(pair_errors(x, z, measure), labels, margin), rows, gathered
+    return pair_hinge_loss(pair_errors(x, z, measure), labels, margin, "mean"), rows, gathered
 
 
 def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -179,13 +212,13 @@ class HypernymTrainee:
                  finished: list[TrainedEmbeddings]) -> None:
         self.data, self.cfg, self.run_dir, self.finished = data, config, run_dir, finished
         n = data.graph.n_nodes
-        init_seed, sample_seed = np.random.SeedSequence([config.seed, MEASURES.index(config.measure)]).generate_state(2)
+        init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.measure)]).generate_state(2)
         self.rng = np.random.default_rng(sample_seed)
         self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(
             torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
         self.weight = self.table["weight"]
         self.grad = torch.zeros_like(self.weight)
-        self.optimizer = adam_optimizer(self.weight, config.lr)
+        self.optimizer = adam_optimizer(self.weight, config.lrate)
         self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
         self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives) / config.batch_size)
         self.best = self.current().clone()
@@ -210,7 +243,7 @@ class HypernymTrainee:
 
     def learning_rates(self, state: loop.TrainState) -> list[float]:
         """See :func:`learning_rate`."""
-        return [learning_rate(self.cfg, state.uidx, self.cfg.epochs * self.per_epoch)]
+        return [learning_rate(self.cfg, state.uidx, self.cfg.max_epochs * self.per_epoch)]
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """The mean hinge loss of the batch (the rows it reads are clamped first)."""
@@ -239,8 +272,8 @@ class HypernymTrainee:
         self.best = self.current().clone()
         self.threshold, self.dev_accuracy, self.best_epoch = result["threshold"], result["score"], state.epoch + 1
         if self.run_dir is not None:
-            tables = {m.measure: (m.embeddings, m.threshold, m.dev_accuracy) for m in self.finished}
-            tables[self.cfg.measure] = (self.best.numpy(), self.threshold, self.dev_accuracy)
+            tables = {m.model: (m.embeddings, m.threshold, m.dev_accuracy) for m in self.finished}
+            tables[self.cfg.model] = (self.best.numpy(), self.threshold, self.dev_accuracy)
             write_tables(self.run_dir, tables)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -264,25 +297,27 @@ def train_embeddings(
     run_dir: str | Path | None = None,
     progress: bool = True,
     finished: list[TrainedEmbeddings] | None = None,
+    tensorboard: Any = None,
 ) -> TrainedEmbeddings:
     """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
 
     With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
-    to its ``metrics.jsonl``, the best embeddings (with those of the ``finished`` models) are written
-    to its ``model.safetensors``, and training resumes from the model's checkpoint there.
+    to its ``metrics.jsonl`` (and as scalars to a ``tensorboard`` writer), the best embeddings (with those of
+    the ``finished`` models) are written to its ``model.safetensors``, and training resumes from the model's
+    checkpoint there.
     """
     cfg = config
     run_dir = Path(run_dir) if run_dir is not None else None
     trainee = HypernymTrainee(data, cfg, run_dir, finished or [])
-    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.measure), {"model": cfg.measure})
-    schedule = loop.Schedule(cfg.epochs, cfg.valid_every, None, valid_each_epoch=True)
+    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
+    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
         state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
         state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
     test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.measure), test_labels, trainee.threshold)
     return TrainedEmbeddings(
-        measure=cfg.measure, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
+        model=cfg.model, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
         dev_accuracy=trainee.dev_accuracy, test_accuracy=test_acc, best_epoch=trainee.best_epoch,
         best_uidx=state.best_uidx, updates=state.uidx, seconds=state.seconds, config=cfg,
     )
@@ -293,8 +328,8 @@ def run_config(data: HypernymDataset, configs: list[HypernymConfig], source: dic
     g = data.graph
     return {
         "kind": "hypernym",
-        "model": {"n_nodes": g.n_nodes, "dim": {c.measure: c.dim for c in configs}, "measures": [c.measure for c in configs]},
-        "train": {c.measure: asdict(c) for c in configs},
+        "model": {"n_nodes": g.n_nodes, "dim": {c.model: c.dim for c in configs}, "measures": {c.model: c.measure for c in configs}},
+        "train": {c.model: asdict(c) for c in configs},
         "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
                  "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
     }
@@ -318,7 +353,7 @@ def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[Hy
 
 def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> None:
     """Write the best embeddings of each model to the run folder's ``model.safetensors``."""
-    write_tables(run_dir, {m.measure: (m.embeddings, m.threshold, m.dev_accuracy) for m in models})
+    write_tables(run_dir, {m.model: (m.embeddings, m.threshold, m.dev_accuracy) for m in models})
 
 
 def write_tables(run_dir: str | Path, tables: dict[str, tuple[np.ndarray, float, float]]) -> None:
@@ -339,16 +374,17 @@ class HypernymEmbeddings:
     embeddings: dict[str, np.ndarray]
     thresholds: dict[str, float]
 
-    def errors(self, pairs: list[tuple[str, str]], measure: str = "order") -> np.ndarray:
-        """Errors of (hyponym name, hypernym name) pairs; ``<= thresholds[measure]`` means "is a"."""
+    def errors(self, pairs: list[tuple[str, str]], model: str = "order") -> np.ndarray:
+        """Errors of (hyponym name, hypernym name) pairs under ``model`` (``order`` or ``symmetric``);
+        ``<= thresholds[model]`` means "is a"."""
         index = {n: k for k, n in enumerate(self.names)}
         try:
             rows = np.array([[index[a], index[b]] for a, b in pairs], dtype=np.int64).reshape(-1, 2)
         except KeyError as e:
             raise ValueError(f"unknown synset {e.args[0]!r}") from None
-        if measure not in self.embeddings:
-            raise ValueError(f"this run has no {measure!r} embeddings (it has {sorted(self.embeddings)})")
-        return embedding_errors(self.embeddings[measure], rows, measure)
+        if model not in self.embeddings:
+            raise ValueError(f"this run has no {model!r} embeddings (it has {sorted(self.embeddings)})")
+        return embedding_errors(self.embeddings[model], rows, MODELS[model])
 
 
 def load_embeddings(run_dir: str | Path) -> HypernymEmbeddings:
@@ -374,32 +410,37 @@ def run_experiment(
     progress: bool = True,
     started: float | None = None,
     resume: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train each configured model and run the closure baseline; the results object (accuracies in percent).
 
     With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results; with
-    ``resume``, a run folder holding this run continues from its checkpoints.
+    ``resume``, a run folder holding this run continues from its checkpoints; with ``tensorboard``, the
+    metrics also go to that folder as TensorBoard scalars.
     ``seconds`` counts from ``started`` (a ``time.time()``, default: this call).
     """
     start = time.time() if started is None else started
+    writer = loop.tensorboard_writer(tensorboard)
     if run_dir is None:
-        return _run(data, configs, None, progress, start)
+        return _run(data, configs, None, progress, start, writer)
     run_dir = prepare_run_dir(run_dir, data, configs, source or {}, resume)
     lock = runs.lock_run(run_dir)
     try:
-        return _run(data, configs, run_dir, progress, start)
+        return _run(data, configs, run_dir, progress, start, writer)
     finally:
         lock.close()
+        if writer is not None:
+            writer.close()
 
 
 def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | None, progress: bool,
-         start: float) -> dict[str, Any]:
+         start: float, writer: Any) -> dict[str, Any]:
     trained: list[TrainedEmbeddings] = []
     models: dict[str, dict[str, Any]] = {}
     for cfg in configs:
-        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, finished=trained)
+        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, finished=trained, tensorboard=writer)
         trained.append(m)
-        models[m.measure] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
+        models[m.model] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
                              "threshold": m.threshold, "best_epoch": m.best_epoch, "best_uidx": m.best_uidx,
                              "updates": m.updates, "seconds": m.seconds}
         if run_dir is not None:
@@ -410,7 +451,7 @@ def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | N
                "train_edges": len(data.train), "seed": data.seed, "seconds": time.time() - start, "models": models}
     if run_dir is not None:
         runs.save_json(run_dir / RESULTS, results)
-        loop.finish(run_dir, {"updates": {m.measure: m.updates for m in trained}, "seconds": results["seconds"]})
+        loop.finish(run_dir, {"updates": {m.model: m.updates for m in trained}, "seconds": results["seconds"]})
     return results
 
 
