@@ -163,3 +163,90 @@ def test_nan_loss_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
     # the run folder holds the checkpoint of update 4, with finite parameters
     tensors, meta = runs.load_tensors(tmp_path / "h" / "last.order.safetensors")
     assert meta["state"]["uidx"] == 4 and np.isfinite(tensors["model.weight"].numpy()).all()
+
+
+def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_gets_the_metrics_records_figures(tiny_wordnet, tmp_path):
+    pytest.importorskip("tensorboard")
+    hypernym.run_experiment(tiny_wordnet, _hypernym_configs(), run_dir=tmp_path / "r", progress=False,
+                            tensorboard=tmp_path / "tb")
+    scalars = _tensorboard_scalars(tmp_path / "tb")
+    for model in ("order", "symmetric"):
+        records = [r for r in runs.read_metrics(tmp_path / "r") if r.get("model") == model]
+        for event, key in (("train", "loss"), ("valid", "dev_accuracy"), ("valid", "threshold")):
+            logged = [(r["uidx"], r[key]) for r in records if r["event"] == event]
+            assert len(logged) > 1
+            assert scalars[f"{model}/{event}/{key}"] == [(u, pytest.approx(v, rel=1e-6)) for u, v in logged]
+
+
+def test_train_writes_tensorboard_scalars(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    rc = main(["train", "--data", str(tiny_data), "--save_dir", str(tmp_path), "--name", "t", "--max-epochs", "2",
+               "--dim", "8", "--dim-word", "6", "--dim-image", "16", "--batch-size", "8", "--valid-freq", "3",
+               "--disp-freq", "1", "--tensorboard", str(tmp_path / "tb"), "--quiet"])
+    assert rc == 0
+    scalars = _tensorboard_scalars(tmp_path / "tb")
+    records = list(runs.read_metrics(tmp_path / "t"))
+    valid = [(r["uidx"], r["t2i"]["R@1"]) for r in records if r["event"] == "valid"]
+    assert valid and scalars["valid/t2i/R@1"] == [(u, pytest.approx(v)) for u, v in valid]
+    assert [u for u, _ in scalars["train/loss"]] == [r["uidx"] for r in records if r["event"] == "train"]
+    assert records[-1]["event"] == "finished" and records[-1]["uidx"] == valid[-1][0]
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    write_wordnet(tmp_path / "wn", TINY)
+    assert main(["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3",
+                 "--save_dir", str(tmp_path), "--name", "h", "--tensorboard", str(tmp_path / "tb"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the tensorboard package" in err
+    assert not (tmp_path / "h").exists()
+
+
+def test_flags_have_one_spelling_across_the_commands(capsys):
+    helps = {}
+    for command in ("train", "hypernym", "entailment"):
+        assert main([command, "--help"]) == 0
+        helps[command] = capsys.readouterr().out
+    for flag in ("--lrate", "--max_epochs", "--max-epochs", "--batch_size", "--batch-size", "--validFreq",
+                 "--valid-freq", "--dim", "--margin", "--seed", "--save_dir", "--name", "--resume", "--tensorboard",
+                 "--quiet"):
+        for command, text in helps.items():
+            assert flag in text, (command, flag)
+    assert "--optimizer {adam,adam_original}" in helps["train"] and "{adam,adam_original}" in helps["entailment"]
+
+
+def test_old_hypernym_spellings_work_with_a_notice(tiny_wordnet, tmp_path, capsys):
+    write_wordnet(tmp_path / "wn", TINY)
+    old = ["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3", "--dim", "4",
+           "--batch-size", "3", "--epochs", "2", "--lr", "0.05", "--valid-every", "4", "--out", str(tmp_path / "old"),
+           "--json", str(tmp_path / "old.json"), "--quiet"]
+    new = ["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev_size", "3", "--test_size", "3", "--dim", "4",
+           "--batch_size", "3", "--max_epochs", "2", "--lrate", "0.05", "--validFreq", "4", "--save_dir",
+           str(tmp_path), "--name", "new", "--json", str(tmp_path / "new.json"), "--quiet"]
+    assert main(old) == 0
+    err = capsys.readouterr().err
+    for flag, instead in (("--epochs", "--max_epochs"), ("--lr", "--lrate"), ("--valid-every", "--validFreq"),
+                          ("--out", "--save_dir and --name")):
+        assert f"{flag} is deprecated; use {instead}" in err
+    assert main(new) == 0
+    assert capsys.readouterr().err == ""
+    a, b = json.loads((tmp_path / "old.json").read_text()), json.loads((tmp_path / "new.json").read_text())
+    assert _without_seconds(a) == _without_seconds(b)
+    assert runs.load_json(tmp_path / "new" / runs.CONFIG)["train"]["order"]["lrate"] == 0.05

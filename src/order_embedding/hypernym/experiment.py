@@ -208,9 +208,8 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
 class HypernymTrainee:
     """One embedding table as :func:`order_embedding.loop.train_loop` trains it (see :func:`train_step`)."""
 
-    def __init__(self, data: HypernymDataset, config: HypernymConfig, run_dir: Path | None,
-                 finished: list[TrainedEmbeddings]) -> None:
-        self.data, self.cfg, self.run_dir, self.finished = data, config, run_dir, finished
+    def __init__(self, data: HypernymDataset, config: HypernymConfig) -> None:
+        self.data, self.cfg = data, config
         n = data.graph.n_nodes
         init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.measure)]).generate_state(2)
         self.rng = np.random.default_rng(sample_seed)
@@ -268,13 +267,10 @@ class HypernymTrainee:
         return None
 
     def save_best(self, state: loop.TrainState, result: dict[str, Any]) -> None:
-        """Keep the embeddings, their threshold and epoch; write them with the finished models' to the run folder."""
+        """Keep the embeddings, their threshold and epoch (in the checkpoint; the run folder's
+        ``model.safetensors`` receives them when the model is trained)."""
         self.best = self.current().clone()
         self.threshold, self.dev_accuracy, self.best_epoch = result["threshold"], result["score"], state.epoch + 1
-        if self.run_dir is not None:
-            tables = {m.model: (m.embeddings, m.threshold, m.dev_accuracy) for m in self.finished}
-            tables[self.cfg.model] = (self.best.numpy(), self.threshold, self.dev_accuracy)
-            write_tables(self.run_dir, tables)
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The table, Adam's moments and the best table with its threshold."""
@@ -296,19 +292,17 @@ def train_embeddings(
     config: HypernymConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
-    finished: list[TrainedEmbeddings] | None = None,
     tensorboard: Any = None,
 ) -> TrainedEmbeddings:
     """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
 
     With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
-    to its ``metrics.jsonl`` (and as scalars to a ``tensorboard`` writer), the best embeddings (with those of
-    the ``finished`` models) are written to its ``model.safetensors``, and training resumes from the model's
-    checkpoint there.
+    to its ``metrics.jsonl`` (and as scalars to a ``tensorboard`` writer), and training resumes from the
+    model's checkpoint there.
     """
     cfg = config
     run_dir = Path(run_dir) if run_dir is not None else None
-    trainee = HypernymTrainee(data, cfg, run_dir, finished or [])
+    trainee = HypernymTrainee(data, cfg)
     files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
     schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
@@ -353,16 +347,11 @@ def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[Hy
 
 def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> None:
     """Write the best embeddings of each model to the run folder's ``model.safetensors``."""
-    write_tables(run_dir, {m.model: (m.embeddings, m.threshold, m.dev_accuracy) for m in models})
-
-
-def write_tables(run_dir: str | Path, tables: dict[str, tuple[np.ndarray, float, float]]) -> None:
-    """Write ``{model: (embeddings, threshold, dev accuracy as a fraction)}`` to ``model.safetensors``."""
     runs.save_tensors(
         Path(run_dir) / runs.BEST,
-        {k: torch.from_numpy(np.ascontiguousarray(e)) for k, (e, _, _) in tables.items()},
-        {"thresholds": {k: t for k, (_, t, _) in tables.items()},
-         "dev_accuracy": {k: 100 * a for k, (_, _, a) in tables.items()}},
+        {m.model: torch.from_numpy(np.ascontiguousarray(m.embeddings)) for m in models},
+        {"thresholds": {m.model: m.threshold for m in models},
+         "dev_accuracy": {m.model: 100 * m.dev_accuracy for m in models}},
     )
 
 
@@ -438,7 +427,7 @@ def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | N
     trained: list[TrainedEmbeddings] = []
     models: dict[str, dict[str, Any]] = {}
     for cfg in configs:
-        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, finished=trained, tensorboard=writer)
+        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, tensorboard=writer)
         trained.append(m)
         models[m.model] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
                              "threshold": m.threshold, "best_epoch": m.best_epoch, "best_uidx": m.best_uidx,
