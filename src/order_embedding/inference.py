@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Iterator
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -118,21 +119,40 @@ def _batches(n: int, batch_size: int, verbose: bool, desc: str):
     return tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not verbose)
 
 
+class TextEncoder(Protocol):
+    """A network that turns padded token ids into sentence vectors ``dim`` wide (the caption-image model,
+    the entailment model)."""
+
+    def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+
 @torch.no_grad()
 def encode_sentences(model: LoadedModel, sentences: Sequence[str], verbose: bool = False, batch_size: int = 128) -> np.ndarray:
     """Embeddings (float32, one row per sentence) of pre-tokenised sentences (split on whitespace)."""
+    return encode_texts(model.net, model.vocab, model.config.dim, sentences, verbose, batch_size)
+
+
+@torch.no_grad()
+def encode_texts(net: TextEncoder, vocab: Vocabulary, dim: int, sentences: Sequence[str], verbose: bool = False,
+                 batch_size: int = 128) -> np.ndarray:
+    """Embeddings (float32, ``dim`` wide, one row per sentence) of pre-tokenised sentences under a network."""
     batch_size = positive_int(batch_size, "batch_size")
     if isinstance(sentences, (str, bytes)) or not all(isinstance(s, str) for s in sentences):
         raise TypeError("sentences must be a list of strings (one sentence each), "
                         f"not {type(sentences).__name__ if isinstance(sentences, (str, bytes)) else 'a list holding other values'}")
-    net = model.net.eval()
-    ids = [model.vocab.encode(s) for s in sentences]
-    out = np.empty((len(ids), model.config.dim), dtype=np.float32)
+    net.eval()
+    device = next(net.parameters()).device
+    ids = [vocab.encode(s) for s in sentences]
+    out = np.empty((len(ids), dim), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
     for i in _batches(len(order), batch_size, verbose, "sentences"):
         chunk = order[i : i + batch_size]
         tokens, lengths = pad_batch([ids[j] for j in chunk])
-        out[chunk] = net.encode_text(tokens.to(model.device), lengths).float().cpu().numpy()
+        out[chunk] = net.encode_text(tokens.to(device), lengths).float().cpu().numpy()
     return out
 
 
@@ -178,13 +198,14 @@ def split_input(config: ModelConfig, split: Split, train: bool = False, verbose:
     """What a model of ``config`` reads of a split's images, the one place that decides features or pixels:
     its feature rows (as a :class:`FeatureSource` for training), or, for a pixel backbone, its image files
     decoded (with the training augmentation when ``train``)."""
-    if config.backbone is None:
+    backbone = config.backbone
+    if backbone is None:
         if split.features is None:
             raise ValueError(f"split {split.name!r} has no image features; the model needs {config.dim_image}-d features")
         return FeatureSource(split.features) if train else split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
-    return pixel_inputs(image_paths(split.image_files, split.image_root), config.backbone, config.backbone_options,
+    return pixel_inputs(image_paths(split.image_files, split.image_root), backbone, config.backbone_options,
                         train=train, verbose=verbose)
 
 

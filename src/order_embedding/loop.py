@@ -232,7 +232,7 @@ def start_state(files: RunFiles, trainee: Trainee, rng: np.random.Generator, ver
         state, resumed = TrainState(), False
     else:
         state, resumed = load_checkpoint(path, trainee), True
-        rng.bit_generator.state = state.rng
+        rng.bit_generator.state = state.rng or {}
         if verbose:
             tqdm.write(f"resuming {files.run_dir}{_tagged(files)} at epoch {state.epoch}, update {state.uidx}")
     if files.run_dir is not None and files.is_main:
@@ -261,7 +261,7 @@ def train_loop(trainee: Trainee, schedule: Schedule, files: RunFiles, rng: np.ra
 
     last_validated = state.uidx if resumed else -1
     while state.epoch < schedule.max_epochs:
-        state.rng = rng.bit_generator.state  # the epoch's draw is replayed on resume
+        state.rng = dict(rng.bit_generator.state)  # the epoch's draw is replayed on resume
         batches = trainee.batches(state.epoch, rng)
         bar = tqdm(batches[state.batch:], desc=f"{prefix}epoch {state.epoch}", unit="batch", disable=not verbose,
                    total=len(batches), initial=state.batch, leave=False)
@@ -299,7 +299,7 @@ def train_loop(trainee: Trainee, schedule: Schedule, files: RunFiles, rng: np.ra
         bar.close()
         state.epoch += 1
         state.batch = 0
-        state.rng = rng.bit_generator.state
+        state.rng = dict(rng.bit_generator.state)
         state.seconds = elapsed()
         # A checkpoint of the epoch's last update resumes to the same point (its draw is replayed, no batch left)
         if files.is_main and checkpoint is not None and last_validated != state.uidx:

@@ -104,7 +104,7 @@ class Measure:
     errors: Callable[[Array, Array], Array]
     paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    topk: Callable[[np.ndarray, object, int], tuple[np.ndarray, np.ndarray]]
+    topk: Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 #: The measures by the name that configs and run folders record (``method``).

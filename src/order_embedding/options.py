@@ -153,7 +153,10 @@ def choice(*choices: str) -> Callable[[Any, str], str]:
 
 def at_least(minimum: int) -> Callable[[Any, str], int]:
     """A whole number >= ``minimum``."""
-    return lambda value, name="value": integer(value, name, minimum)
+    def parse(value: Any, name: str = "value") -> int:
+        return integer(value, name, minimum)
+
+    return parse
 
 
 def positive_number(value: Any, name: str = "value") -> float:

@@ -45,8 +45,8 @@ def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: flo
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in own]
     tuned = [p for p in net.parameters() if p.requires_grad and id(p) in own]
     groups = [{"params": rest, "lr": lrate}]
-    if tuned:
-        groups.append({"params": tuned, "lr": float(backbone_lrate)})
+    if tuned and backbone_lrate is not None:
+        groups.append({"params": tuned, "lr": backbone_lrate})
     return groups
 
 

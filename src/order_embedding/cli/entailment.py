@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -81,8 +82,10 @@ def _run(args: argparse.Namespace) -> int:
     if not generated and (opt["quick"] or opt["scenes"]):
         raise ValueError("--quick and --scenes are for the generated corpus; drop them with --snli or --*-file")
     config = _config(args, generated, opt["quick"])
-    corpus = CorpusConfig(*(opt["scenes"] or ()), seed=opt["corpus_seed"]) if not opt["quick"] else \
-        CorpusConfig(QUICK_SCENES.train, QUICK_SCENES.dev, QUICK_SCENES.test, seed=opt["corpus_seed"])
+    d = CorpusConfig()
+    n_train, n_dev, n_test = (QUICK_SCENES.train, QUICK_SCENES.dev, QUICK_SCENES.test) if opt["quick"] else \
+        opt["scenes"] or (d.train, d.dev, d.test)
+    corpus = CorpusConfig(train=n_train, dev=n_dev, test=n_test, seed=opt["corpus_seed"])
     device = torch.device(opt["device"]) if opt["device"] else default_device()
     run_dir = Path(opt["save_dir"]) / opt["name"]
     variants = ("order",) if opt["no_symmetric"] else ("order", "symmetric")
@@ -94,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         source = f"generated (seed {corpus.seed}; {corpus.train}/{corpus.dev}/{corpus.test} scenes)"
     else:
         snli = Path(opt["snli"]) if opt["snli"] else None
-        paths = {k: Path(v) if v else None for k, v in files.items()}
+        paths: dict[str, str | os.PathLike] = {k: Path(v) for k, v in files.items() if v}
         data = read_snli(snli, paths)  # every file is read and checked before the run folder is made
         prepare_run_dir(run_dir, opt["resume"])
         source = str(snli.resolve()) if snli else "files"

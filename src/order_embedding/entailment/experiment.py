@@ -22,7 +22,7 @@ import torch
 from .. import loop, options, runs
 from ..batching import pad_batch
 from ..evaluation import accuracy_at, best_threshold
-from ..inference import LoadedModel, encode_sentences
+from ..inference import encode_texts
 from ..loss import pair_hinge_loss
 from ..measures import MEASURES, MODELS
 from ..optim import clip_gradients, flush_denormals, make_optimizer
@@ -136,9 +136,8 @@ def sentence_errors(net: EntailmentModel, vocab: Vocabulary, premises: list[str]
         raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
     if not premises:
         return np.zeros(0)
-    model = LoadedModel(net, vocab)
-    p = torch.from_numpy(encode_sentences(model, premises, batch_size=512))
-    h = torch.from_numpy(encode_sentences(model, hypotheses, batch_size=512))
+    p = torch.from_numpy(encode_texts(net, vocab, net.config.dim, premises, batch_size=512))
+    h = torch.from_numpy(encode_texts(net, vocab, net.config.dim, hypotheses, batch_size=512))
     return pair_errors(p, h, net.config.measure).double().numpy()
 
 

@@ -177,6 +177,7 @@ def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
                rows: torch.Tensor, gathered: torch.Tensor) -> None:
     """Backward pass of :func:`forward_rows`'s loss and the optimizer step; the second half of :func:`train_step`."""
     loss.backward()
+    assert gathered.grad is not None
     grad.index_add_(0, rows, gathered.grad)
     weight.grad = grad
     optimizer.step()
@@ -217,7 +218,7 @@ class HypernymTrainee:
             torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
         self.weight = self.table["weight"]
         self.grad = torch.zeros_like(self.weight)
-        self.optimizer = adam_optimizer(self.weight, config.lrate)
+        self.optimizer: torch.optim.Optimizer = adam_optimizer(self.weight, config.lrate)
         self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
         self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives) / config.batch_size)
         self.best = self.current().clone()
