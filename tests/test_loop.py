@@ -250,3 +250,15 @@ def test_old_hypernym_spellings_work_with_a_notice(tiny_wordnet, tmp_path, capsy
     a, b = json.loads((tmp_path / "old.json").read_text()), json.loads((tmp_path / "new.json").read_text())
     assert _without_seconds(a) == _without_seconds(b)
     assert runs.load_json(tmp_path / "new" / runs.CONFIG)["train"]["order"]["lrate"] == 0.05
+
+
+def test_each_command_has_one_option_table(capsys):
+    from order_embedding.options import option_table
+
+    for command, declared in (("hypernym", hypernym.OPTIONS), ("entailment", entailment.OPTIONS)):
+        table = option_table(declared)
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for o in declared:
+            assert f"| `--{o.name}` |" in table and o.flags[0] in text
+            assert " ".join(o.help.split()) in text  # --help shows the declared meaning

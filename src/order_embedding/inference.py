@@ -5,9 +5,9 @@ These are the original project's plain names; :mod:`order_embedding` exports the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -156,8 +156,9 @@ def encode_texts(net: TextEncoder, vocab: Vocabulary, dim: int, sentences: Seque
     return out
 
 
-def check_features(features: np.ndarray, dim_image: int, source: str = "features") -> np.ndarray:
-    """Validate a feature matrix (2-D, ``dim_image`` wide, finite); returns it as an array."""
+def check_features(features: np.ndarray, dim_image: int, source: str = "features", rows: bool = True) -> np.ndarray:
+    """Validate a feature matrix (2-D, ``dim_image`` wide, numbers; with ``rows``, also finite, with a warning
+    for rows that are not L2-normalised); returns it as an array."""
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(f"{source}: expected a 2-D images x features array, got shape {features.shape}")
@@ -165,6 +166,8 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
         raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
     if features.dtype.kind not in "fiu":
         raise ValueError(f"{source}: features must be numbers, got dtype {features.dtype}")
+    if not rows:
+        return features
     bad = int((~np.isfinite(features)).any(axis=1).sum()) if features.dtype.kind == "f" else 0
     if bad:
         raise ValueError(f"{source}: {bad} feature row(s) contain NaN or infinity")
@@ -173,12 +176,17 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
 
 
 @torch.no_grad()
-def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024) -> np.ndarray:
-    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models."""
+def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024,
+                  checked: bool = False) -> np.ndarray:
+    """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone models.
+
+    ``checked``: the feature rows were validated when they were read (a :class:`Split`'s, by
+    :func:`load_split`), so only their shape is checked here.
+    """
     batch_size = positive_int(batch_size, "batch_size")
     net = model.net.eval()
     if model.config.backbone is None:
-        features = check_features(features, model.config.dim_image)
+        features = check_features(features, model.config.dim_image, rows=not checked)
     if isinstance(features, ImageFiles):  # image files decoded per batch into crops
         batch_size = min(batch_size, features.batch_size)
     out = np.empty((len(features), model.config.dim), dtype=np.float32)
@@ -256,7 +264,7 @@ def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tup
     """``(caption embeddings, image embeddings)`` of a whole split."""
     return (
         encode_sentences(model, split.captions, verbose=verbose),
-        encode_images(model, split_images(model, split, verbose), verbose=verbose),
+        encode_images(model, split_images(model, split, verbose), verbose=verbose, checked=True),
     )
 
 

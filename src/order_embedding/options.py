@@ -315,3 +315,13 @@ def markdown_table() -> str:
         resumable = " (may change on resume)" if o.resumable and o.name not in NOT_RECORDED + ("name", "save_dir") else ""
         rows.append(f"| `{o.name}` | `{_shown(order)}` | {same} | {o.help}{resumable} |")
     return "\n".join(rows)
+
+
+def option_table(options: tuple[Option, ...]) -> str:
+    """A Markdown table of a command's options (``hypernym``, ``entailment``): flag, default, meaning, and the
+    earlier spellings still accepted."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for o in options:
+        was = f" (was {', '.join(f'`--{a}`' for a in o.aliases)})" if o.aliases else ""
+        rows.append(f"| `--{o.name}` | `{_shown(o.default)}` | {o.help}{was} |")
+    return "\n".join(rows)

@@ -53,7 +53,7 @@ def parameter_groups(net: OrderEmbeddingModel, lrate: float, backbone_lrate: flo
 def validate(model: LoadedModel, dev: Split, dev_images: np.ndarray) -> dict[str, Any]:
     """Both directions' metrics on the dev fold, and the selection score (t2i R@1+R@5+R@10)."""
     s = encode_sentences(model, dev.captions)
-    im = encode_images(model, dev_images)
+    im = encode_images(model, dev_images, checked=True)  # validated when the split was read
     result = evaluate_embeddings(s, im, dev.cap2img, model.config.method)
     t = result["t2i"]
     return {**result, "score": t["R@1"] + t["R@5"] + t["R@10"]}
