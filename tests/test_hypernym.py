@@ -13,7 +13,6 @@ from wordnet_files import TINY, write_wordnet
 from order_embedding import runs
 from order_embedding.cli import main
 from order_embedding.evaluation import accuracy_at, best_threshold
-from order_embedding.loss import pair_hinge_loss
 from order_embedding.hypernym.experiment import (
     HypernymConfig,
     closure_baseline,
@@ -29,6 +28,7 @@ from order_embedding.hypernym.wordnet import (
     build_dataset,
     read_wordnet,
 )
+from order_embedding.loss import pair_hinge_loss
 
 WORDNET = Path("/usr/share/wordnet")
 
