@@ -7,7 +7,7 @@ VENV ?= .venv
 # `make TORCH=torch==2.13.0 ...` takes a CPU-only build without torchvision, and
 # `make TORCH=` lets pip resolve torch from pyproject.toml alone.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= vision,serve,faiss,dev
+EXTRAS ?= vision,serve,faiss,tensorboard,dev
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test env system-packages clean

@@ -87,7 +87,7 @@ def test_missing_split_and_bad_options_are_one_line(tmp_path, capsys) -> None:
     assert main(["entailment", "--snli", str(d), "--save_dir", str(tmp_path / "runs")]) == 2
     assert "no test file (looked for snli_1.0_test.jsonl" in capsys.readouterr().err
     assert main(["entailment", "--quick", "--batch_size", "1", "--save_dir", str(tmp_path / "runs")]) == 2
-    assert "batch_size must be at least 2" in capsys.readouterr().err
+    assert "--batch_size/--batch-size: must be a whole number at least 2" in capsys.readouterr().err
     assert main(["entailment", "--snli", str(d), "--quick"]) == 2
     assert "--quick and --scenes are for the generated corpus" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

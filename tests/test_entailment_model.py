@@ -17,10 +17,10 @@ from order_embedding.entailment.experiment import (
 from order_embedding.entailment.model import (
     EntailmentModel,
     EntailmentModelConfig,
-    entailment_loss,
     pair_errors,
 )
 from order_embedding.entailment.snli import Pairs
+from order_embedding.loss import pair_hinge_loss
 from order_embedding.vocab import Vocabulary
 
 
@@ -52,19 +52,26 @@ def test_loss_is_the_summed_hinge() -> None:
     e = torch.tensor([0.0, 0.05, 0.3, 0.1, 0.25])
     y = torch.tensor([True, False, False, True, True])
     # y*E + (1-y)*max(0, 0.2-E): 0 + 0.15 + 0 + 0.1 + 0.25
-    assert entailment_loss(e, y, 0.2).item() == pytest.approx(0.5)
+    assert pair_hinge_loss(e, y, 0.2, "sum").item() == pytest.approx(0.5)
+
+
+def test_config_takes_whole_numbers_only() -> None:
+    for bad in (2.5, True, 0):
+        with pytest.raises(ValueError, match="dim must be a whole number"):
+            EntailmentModelConfig(n_words=10, dim=bad)
+    assert EntailmentModelConfig(n_words=10, dim=3, measure="symmetric").measure == "cosine"
 
 
 def test_sentence_vectors_are_the_absolute_final_gru_state() -> None:
     torch.manual_seed(0)
-    net = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, method="order"))
+    net = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, measure="order"))
     tokens, lengths = pad_batch([[2, 3, 4], [5]])
     v = net.encode_text(tokens, lengths)
     # the state after the tokens and one end-of-sentence step, one sentence at a time through nn.GRU
     for row, ids in enumerate([[2, 3, 4, 0], [5, 0]]):
         _, h = net.text.gru(net.text.embedding(torch.tensor([ids])))
         torch.testing.assert_close(v[row], h[0, 0].abs())
-    sym = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, method="cosine"))
+    sym = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, measure="cosine"))
     torch.testing.assert_close(sym.encode_text(tokens, lengths).norm(dim=1), torch.ones(2))
 
 

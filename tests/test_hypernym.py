@@ -17,7 +17,6 @@ from order_embedding.hypernym.experiment import (
     HypernymConfig,
     closure_baseline,
     embedding_errors,
-    hinge_loss,
     learning_rate,
     load_embeddings,
     pair_errors,
@@ -29,6 +28,7 @@ from order_embedding.hypernym.wordnet import (
     build_dataset,
     read_wordnet,
 )
+from order_embedding.loss import pair_hinge_loss
 
 WORDNET = Path("/usr/share/wordnet")
 
@@ -57,7 +57,7 @@ def test_hinge_loss_by_hand() -> None:
     errors = torch.tensor([0.5, 2.0, 0.25, 3.0])
     labels = torch.tensor([True, True, False, False])
     # positives pay E, negatives max(0, 1 - E): (0.5 + 2 + 0.75 + 0) / 4
-    assert hinge_loss(errors, labels, 1.0).item() == pytest.approx(3.25 / 4)
+    assert pair_hinge_loss(errors, labels, 1.0, "mean").item() == pytest.approx(3.25 / 4)
 
 
 def test_threshold_by_hand_with_ties() -> None:
@@ -120,7 +120,7 @@ def test_train_step_equals_dense_adam_through_the_whole_table(measure: str) -> N
             if measure == "order":
                 ref.clamp_(min=0)
         ref_opt.zero_grad()
-        ref_loss = hinge_loss(pair_errors(ref[pairs[:, 0]], ref[pairs[:, 1]], measure), labels, 1.0)
+        ref_loss = pair_hinge_loss(pair_errors(ref[pairs[:, 0]], ref[pairs[:, 1]], measure), labels, 1.0, "mean")
         ref_loss.backward()
         ref_opt.step()
         assert loss == pytest.approx(ref_loss.item(), rel=1e-12)
@@ -151,24 +151,27 @@ def test_closure_baseline_by_hand(tmp_path: Path) -> None:
 
 
 def test_learning_rate_schedule() -> None:
-    assert learning_rate(HypernymConfig(lr=0.01), 7, 10) == 0.01
-    decay = HypernymConfig(lr=0.01, lr_decay=True)
+    assert learning_rate(HypernymConfig(lrate=0.01), 7, 10) == 0.01
+    decay = HypernymConfig(lrate=0.01, lr_decay=True)
     assert [learning_rate(decay, u, 4) for u in range(4)] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
 
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown measure"):
         HypernymConfig(measure="poincare")
-    with pytest.raises(ValueError, match="dim must be at least 1"):
+    with pytest.raises(ValueError, match="dim must be a whole number at least 1"):
         HypernymConfig(dim=0)
-    with pytest.raises(ValueError, match="lr and margin must be positive"):
+    with pytest.raises(ValueError, match="dim must be a whole number"):
+        HypernymConfig(dim=2.5)
+    with pytest.raises(ValueError, match="margin must be greater than 0"):
         HypernymConfig(margin=0)
+    assert HypernymConfig(measure="symmetric").measure == "cosine"  # the model's name, read as its measure
 
 
 def test_run_folder_on_tiny_wordnet(tmp_path: Path) -> None:
     write_wordnet(tmp_path / "wn", TINY)
     data = build_dataset(read_wordnet(tmp_path / "wn"), seed=0, dev_size=3, test_size=3)
-    configs = [HypernymConfig(measure=m, dim=4, epochs=3, batch_size=4, valid_every=2) for m in ("order", "symmetric")]
+    configs = [HypernymConfig(measure=m, dim=4, max_epochs=3, batch_size=4, validFreq=2) for m in ("order", "cosine")]
     results = run_experiment(data, configs, run_dir=tmp_path / "run", source={"wordnet": "tiny"}, progress=False)
     run = tmp_path / "run"
     config = runs.load_json(run / runs.CONFIG)
@@ -197,14 +200,14 @@ def test_load_embeddings_refuses_other_runs(tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_missing_wordnet(tmp_path: Path, capsys) -> None:
-    assert main(["hypernym", "--wordnet", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert main(["hypernym", "--wordnet", str(tmp_path / "none"), "--save_dir", str(tmp_path), "--name", "run", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "wordnet-base" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_reports_a_file_in_the_wrong_format(tmp_path: Path, capsys) -> None:
     (tmp_path / "data.noun").write_text("this is not wordnet\n")
-    assert main(["hypernym", "--wordnet", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert main(["hypernym", "--wordnet", str(tmp_path), "--save_dir", str(tmp_path), "--name", "run", "--quiet"]) == 2
     assert "not in the WordNet database format" in capsys.readouterr().err
 
 
@@ -213,9 +216,9 @@ def test_cli_reports_a_file_in_the_wrong_format(tmp_path: Path, capsys) -> None:
 def test_cli_on_the_mammal_subtree(tmp_path: Path, capsys) -> None:
     """The fast real-data check: WordNet 3.0 below mammal.n.01 (1,180 synsets, 6,542 closure edges)."""
     out, js = tmp_path / "run", tmp_path / "r.json"
-    rc = main(["hypernym", "--root", "mammal.n.01", "--dev-size", "500", "--test-size", "500", "--epochs", "30",
-               "--batch-size", "100", "--valid-every", "50", "--seed", "0", "--out", str(out), "--json", str(js),
-               "--quiet"])
+    rc = main(["hypernym", "--root", "mammal.n.01", "--dev-size", "500", "--test-size", "500", "--max_epochs", "30",
+               "--batch-size", "100", "--validFreq", "50", "--seed", "0", "--save_dir", str(tmp_path), "--name", "run",
+               "--json", str(js), "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "order-embeddings" in printed and "transitive closure" in printed

@@ -17,7 +17,7 @@ LAYERS = (
     ("loss", "optim", "legacy"),
     ("inference",),
     ("evaluation", "report", "relevance"),
-    ("train", "distributed"),
+    ("train", "loop", "distributed"),
     ("demo", "hypernym", "entailment"),
     ("index",),
     ("server",),

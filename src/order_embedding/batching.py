@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from .options import integer
 from .vocab import EOS
 
 
@@ -29,10 +30,8 @@ def epoch_batches(
     if c2i.ndim != 1 or (c2i.size and not np.issubdtype(c2i.dtype, np.integer)):
         raise ValueError(f"cap2img must be a 1-D integer array, got shape {c2i.shape} dtype {c2i.dtype}")
     c2i = c2i.astype(np.int64, copy=False)
-    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
-        raise ValueError(f"n_images must be a non-negative integer, got {n_images!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 2:
-        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    n_images = integer(n_images, "n_images", 0)
+    batch_size = integer(batch_size, "batch_size", 2)
     if c2i.size and (c2i.min() < 0 or c2i.max() >= n_images):
         bad = int(np.flatnonzero((c2i < 0) | (c2i >= n_images))[0])
         raise ValueError(f"cap2img[{bad}] = {c2i[bad]} is outside 0..{n_images - 1}")

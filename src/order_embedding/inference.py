@@ -5,10 +5,10 @@ These are the original project's plain names; :mod:`order_embedding` exports the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from .measures import measure
 from .model import ModelConfig, OrderEmbeddingModel
 from .options import device as parse_device
 from .options import positive_int
-from .vision.images import ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
+from .vision.images import FeatureSource, ImageFiles, image_paths, pixel_inputs, pixels_to_tensor
 from .vocab import Vocabulary
 
 
@@ -122,26 +122,46 @@ def _batches(n: int, batch_size: int, verbose: bool, desc: str):
     return tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not verbose)
 
 
+class TextEncoder(Protocol):
+    """A network that turns padded token ids into sentence vectors ``dim`` wide (the caption-image model,
+    the entailment model)."""
+
+    def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+
 @torch.no_grad()
 def encode_sentences(model: LoadedModel, sentences: Sequence[str], verbose: bool = False, batch_size: int = 128) -> np.ndarray:
     """Embeddings (float32, one row per sentence) of pre-tokenised sentences (split on whitespace)."""
+    return encode_texts(model.net, model.vocab, model.config.dim, sentences, verbose, batch_size)
+
+
+@torch.no_grad()
+def encode_texts(net: TextEncoder, vocab: Vocabulary, dim: int, sentences: Sequence[str], verbose: bool = False,
+                 batch_size: int = 128) -> np.ndarray:
+    """Embeddings (float32, ``dim`` wide, one row per sentence) of pre-tokenised sentences under a network."""
     batch_size = positive_int(batch_size, "batch_size")
     if isinstance(sentences, (str, bytes)) or not all(isinstance(s, str) for s in sentences):
         raise TypeError("sentences must be a list of strings (one sentence each), "
                         f"not {type(sentences).__name__ if isinstance(sentences, (str, bytes)) else 'a list holding other values'}")
-    net = model.net.eval()
-    ids = [model.vocab.encode(s) for s in sentences]
-    out = np.empty((len(ids), model.config.dim), dtype=np.float32)
+    net.eval()
+    device = next(net.parameters()).device
+    ids = [vocab.encode(s) for s in sentences]
+    out = np.empty((len(ids), dim), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
     for i in _batches(len(order), batch_size, verbose, "sentences"):
         chunk = order[i : i + batch_size]
         tokens, lengths = pad_batch([ids[j] for j in chunk])
-        out[chunk] = net.encode_text(tokens.to(model.device), lengths).float().cpu().numpy()
+        out[chunk] = net.encode_text(tokens.to(device), lengths).float().cpu().numpy()
     return out
 
 
-def check_features(features: np.ndarray, dim_image: int, source: str = "features") -> np.ndarray:
-    """Validate a feature matrix (2-D, ``dim_image`` wide, finite); returns it as an array."""
+def check_features(features: np.ndarray, dim_image: int, source: str = "features", rows: bool = True) -> np.ndarray:
+    """Validate a feature matrix (2-D, ``dim_image`` wide, numbers; with ``rows``, also finite, with a warning
+    for rows that are not L2-normalised); returns it as an array."""
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(f"{source}: expected a 2-D images x features array, got shape {features.shape}")
@@ -149,6 +169,8 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
         raise ValueError(f"{source}: features are {features.shape[1]}-dimensional, the model expects {dim_image}")
     if features.dtype.kind not in "fiu":
         raise ValueError(f"{source}: features must be numbers, got dtype {features.dtype}")
+    if not rows:
+        return features
     bad = 0
     if features.dtype.kind == "f":  # checked as the model computes with them: float64 beyond float32's range is inf
         with np.errstate(over="ignore"):
@@ -162,13 +184,17 @@ def check_features(features: np.ndarray, dim_image: int, source: str = "features
 
 @torch.no_grad()
 def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = False, batch_size: int = 1024,
-                  source: str = "features") -> np.ndarray:
+                  source: str = "features", checked: bool = False) -> np.ndarray:
     """Embeddings (float32) of images: L2-normalised CNN feature rows, or pixels (uint8 ``N x 3 x H x W``) for backbone
-    models; errors about the features name ``source`` (their file)."""
+    models; errors about the features name ``source`` (their file).
+
+    ``checked``: the feature rows were validated when they were read (a :class:`Split`'s, by
+    :func:`load_split`), so only their shape is checked here.
+    """
     batch_size = positive_int(batch_size, "batch_size")
     net = model.net.eval()
     if model.config.backbone is None:
-        features = check_features(features, model.config.dim_image, source)
+        features = check_features(features, model.config.dim_image, source, rows=not checked)
     if isinstance(features, ImageFiles):  # image files decoded per batch into crops
         batch_size = min(batch_size, features.batch_size)
     out = np.empty((len(features), model.config.dim), dtype=np.float32)
@@ -184,15 +210,24 @@ def encode_images(model: LoadedModel, features: np.ndarray, verbose: bool = Fals
     return out
 
 
-def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.ndarray:
-    """The model's image input for a split: its feature rows, or its decoded pixels for backbone models."""
-    if model.config.backbone is None:
+def split_input(config: ModelConfig, split: Split, train: bool = False, verbose: bool = False) -> Any:
+    """What a model of ``config`` reads of a split's images, the one place that decides features or pixels:
+    its feature rows (as a :class:`FeatureSource` for training), or, for a pixel backbone, its image files
+    decoded (with the training augmentation when ``train``)."""
+    backbone = config.backbone
+    if backbone is None:
         if split.features is None:
-            raise ValueError(f"split {split.name!r} has no image features; the model needs {model.config.dim_image}-d features")
-        return split.features
+            raise ValueError(f"split {split.name!r} has no image features; the model needs {config.dim_image}-d features")
+        return FeatureSource(split.features) if train else split.features
     if split.image_files is None:
         raise ValueError(f"split {split.name!r} lists no image files; the model reads pixels")
-    return image_input(model, image_paths(split.image_files, split.image_root), verbose)
+    return pixel_inputs(image_paths(split.image_files, split.image_root), backbone, config.backbone_options,
+                        train=train, verbose=verbose)
+
+
+def split_images(model: LoadedModel, split: Split, verbose: bool = False) -> np.ndarray:
+    """The model's image input for a split at evaluation (see :func:`split_input`)."""
+    return split_input(model.config, split, False, verbose)
 
 
 def check_image_files(model: LoadedModel, paths: Sequence[str | os.PathLike]) -> None:
@@ -221,22 +256,15 @@ def image_input(model: LoadedModel, paths: Sequence[str | os.PathLike], verbose:
 def split_source(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
                  image_root: str | os.PathLike | None = None,
                  run_dir: str | os.PathLike | None = None) -> tuple[Path, str, str | None]:
-    """``(data folder, features name, image root)`` of the data set a run trained on (its recorded training
-    ``options``, found as :func:`runs.recorded_data` finds it from the run folder ``run_dir``), or of ``data``;
-    features and image root as in training unless given."""
-    data = data or runs.recorded_data(run_dir, options)
-    if not isinstance(data, (str, os.PathLike)) or not str(data):
-        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
-    cnn = cnn or options.get("cnn")
-    root = image_root or options.get("image_root")
-    return (resolve_data_dir(data), cnn if isinstance(cnn, str) else "10crop",
-            str(root) if isinstance(root, (str, os.PathLike)) else None)
+    """:func:`runs.run_data` with the data set resolved to its folder."""
+    data, cnn, root = runs.run_data(options, data, cnn, image_root, run_dir)
+    return resolve_data_dir(data), cnn, root
 
 
 def model_split(model: LoadedModel, split: str, data: str | os.PathLike | None = None, cnn: str | None = None,
                 image_root: str | os.PathLike | None = None) -> Split:
     """A split of the data set the model was trained on, or of ``data``; features and image root as in training
-    unless given (see :func:`split_source`)."""
+    unless given (see :func:`runs.run_data`)."""
     data_dir, cnn, root = split_source(model.options, data, cnn, image_root, model.run_dir)
     return load_split(data_dir, split, cnn=cnn, image_root=root)
 
@@ -245,7 +273,7 @@ def encode_split(model: LoadedModel, split: Split, verbose: bool = False) -> tup
     """``(caption embeddings, image embeddings)`` of a whole split."""
     return (
         encode_sentences(model, split.captions, verbose=verbose),
-        encode_images(model, split_images(model, split, verbose), verbose=verbose),
+        encode_images(model, split_images(model, split, verbose), verbose=verbose, checked=True),
     )
 
 

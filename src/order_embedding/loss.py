@@ -1,4 +1,5 @@
-"""The paper's contrastive margin loss, with the VSE++ hardest-negative option."""
+"""The losses: the paper's contrastive margin loss (with the VSE++ hardest-negative option) and the hinge
+loss of labelled pairs that the hypernym and entailment experiments train with."""
 from __future__ import annotations
 
 import torch
@@ -29,3 +30,12 @@ def contrastive_loss(
     if max_violation:
         return cost_im.max(dim=1).values.sum() + cost_s.max(dim=0).values.sum()
     return cost_im.sum() + cost_s.sum()
+
+
+def pair_hinge_loss(errors: torch.Tensor, positive: torch.Tensor, margin: float, reduction: str = "mean") -> torch.Tensor:
+    """Hinge loss of labelled pairs: ``E`` for a positive pair, ``max(0, margin - E)`` for a negative one,
+    summed or averaged over the batch (``reduction`` ``"sum"`` or ``"mean"``)."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    losses = torch.where(positive.to(torch.bool), errors, (margin - errors).clamp(min=0))
+    return losses.sum() if reduction == "sum" else losses.mean()

@@ -1,18 +1,27 @@
 """The two measures of the paper: the order-violation penalty and the cosine baseline.
 
+A measure is called ``order`` or ``cosine`` everywhere (options, configs, run folders,
+Python arguments); :data:`MEASURES` is their one registry. The paper's two *models* are
+named after them: the order model uses the ``order`` measure, and the symmetric model
+uses the ``cosine`` measure. ``symmetric`` is the model's name, never the measure's;
+where it was accepted as a measure before, :func:`measure_name` still reads it, with a
+deprecation notice.
+
 Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 (lower is better) and accept NumPy arrays or torch tensors, returning the same type.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from .kernels import cosine_topk, gpu, order_error_grads, order_error_matrix, order_topk
+from .options import positive_int
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -101,7 +110,7 @@ class Measure:
     errors: Callable[[Array, Array], Array]
     paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    topk: Callable[[np.ndarray, Any, int], tuple[np.ndarray, np.ndarray]]
+    topk: Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 #: The measures by the name that configs and run folders record (``method``).
@@ -109,6 +118,10 @@ MEASURES: dict[str, Measure] = {
     "order": Measure("order", "order", order_errors, order_violation, order_violation, order_topk),
     "cosine": Measure("cosine", "symmetric", cosine_errors, cosine_paired, cosine_distance, cosine_topk),
 }
+
+
+#: The measure each of the paper's models uses, by the model's name (``order``, ``symmetric``).
+MODELS: dict[str, str] = {m.label: m.name for m in MEASURES.values()}
 
 
 def measure(name: str) -> Measure:
@@ -119,12 +132,19 @@ def measure(name: str) -> Measure:
         raise ValueError(f"unknown measure {name!r}; choose one of {sorted(MEASURES)}") from None
 
 
-def measure_labelled(label: str) -> Measure:
-    """The measure of the model the paper calls ``label`` (``order`` or ``symmetric``)."""
-    found = [m for m in MEASURES.values() if m.label == label]
-    if not found:
-        raise ValueError(f"unknown measure {label!r}; choose one of {sorted(m.label for m in MEASURES.values())}")
-    return found[0]
+def measure_name(name: str) -> str:
+    """``name`` as a measure's name: ``order`` or ``cosine``; ``symmetric`` (the model that uses the cosine
+    measure) is read as ``cosine`` with a deprecation notice; anything else is a one-line error."""
+    if name == "symmetric":
+        warnings.warn("the measure 'symmetric' is now called 'cosine' (the symmetric model uses the cosine measure)",
+                      FutureWarning, stacklevel=3)
+        return "cosine"
+    return measure(name).name
+
+
+def model_name(name: str) -> str:
+    """The paper's name of the model that uses measure ``name`` (``order`` or ``symmetric``)."""
+    return measure(measure_name(name)).label
 
 
 def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
@@ -145,8 +165,7 @@ def exact_topk(s: np.ndarray, im, method: str, k: int,
     or packed rows already there. With a CUDA ``device`` the images are scored there
     (host rows copied over in blocks of ``DEVICE_BLOCK_BYTES``).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     s = np.asarray(s, dtype=np.float32)
     if s.ndim != 2 or s.shape[1] != im.shape[1]:
         raise ValueError(f"queries of shape {s.shape} do not match {im.shape[1]}-d images")

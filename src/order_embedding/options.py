@@ -1,6 +1,6 @@
 """Training options: each declared once (name, default, rule, one-line meaning) and parsed by that rule.
 
-``order-embedding train --help``, the README's table and ``trainer(**kwargs)`` all
+``order-embedding train --help``, the table in docs/training.md and ``trainer(**kwargs)`` all
 read :data:`OPTIONS`. A value may be given as its Python type or as text (the
 command line): ``parse_option("dim", "8")`` and ``parse_option("dim", 8)`` are both
 8, while ``8.5``, ``"abc"`` or ``True`` are refused with one line naming the option.
@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -40,14 +42,18 @@ def boolean(value: Any, name: str = "value") -> bool:
 
 
 def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
-    """A whole number (an ``int``, or its decimal text), at least ``minimum`` when given."""
+    """A whole number (an ``int``, a NumPy integer, or its decimal text), at least ``minimum`` when given.
+
+    The one whole-number rule of the package: options, configs and the arguments of the Python API.
+    """
     if isinstance(value, str):
         try:
             value = int(value.strip(), 10)
         except ValueError:
             raise OptionError(f"{name} must be a whole number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise OptionError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
     if minimum is not None and value < minimum:
         raise OptionError(f"{name} must be a whole number at least {minimum}, got {value}")
     return value
@@ -136,12 +142,13 @@ def optional(rule: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 
 
 def choice(*choices: str) -> Callable[[Any, str], str]:
-    """One of the given words."""
+    """One of the given words (listed as the parser's ``choices``, which ``--help`` shows)."""
     def parse(value: Any, name: str = "value") -> str:
         if value not in choices:
             raise OptionError(f"{name} {value!r} is not supported (only {' or '.join(repr(c) for c in choices)})")
         return value
 
+    parse.choices = choices  # type: ignore[attr-defined]
     return parse
 
 
@@ -168,7 +175,7 @@ def non_negative_number(value: Any, name: str = "value") -> float:
 
 @dataclass(frozen=True)
 class Option:
-    """One training option: its default, the rule its values follow, and what it means."""
+    """One option of a command: its default, the rule its values follow, and what it means."""
 
     name: str
     default: Any
@@ -176,6 +183,18 @@ class Option:
     help: str
     #: Whether a resumed run may use another value (recorded in config.json); others must match.
     resumable: bool = False
+    #: Earlier spellings of the flag, still accepted with a deprecation notice.
+    aliases: tuple[str, ...] = ()
+    #: The value's name in ``--help`` (a tuple names each of several values).
+    metavar: str | tuple[str, ...] = "VALUE"
+    #: Values taken by the flag (``None``: one).
+    nargs: int | None = None
+
+    @property
+    def flags(self) -> list[str]:
+        """``--name``, and its kebab-case spelling when that differs (``--max-epochs``, ``--valid-freq``)."""
+        kebab = re.sub(r"([a-z])([A-Z])", r"\1-\2", self.name).lower().replace("_", "-")
+        return [f"--{self.name}"] + ([f"--{kebab}"] if kebab != self.name else [])
 
     def parse(self, value: Any) -> Any:
         """``value`` checked and converted by the option's rule (:class:`OptionError` naming the option)."""
@@ -221,6 +240,22 @@ OPTIONS: tuple[Option, ...] = (
 
 #: Each option by name.
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+#: Options of every command besides the training hyperparameters.
+QUIET = Option("quiet", False, boolean, "no progress bars or log lines")
+THREADS = Option("threads", 1, positive_int, "torch CPU threads (1: updates are small, and one thread stays fast "
+                 "when the cores are shared)")
+JSON = Option("json", None, optional(text), "also write the results as JSON to this file", metavar="PATH")
+TENSORBOARD = Option("tensorboard", None, optional(text), "also write the metrics as TensorBoard scalars to this "
+                     "folder (needs the tensorboard package)", True, metavar="DIR")
+NO_SYMMETRIC = Option("no_symmetric", False, boolean, "train only the order model, not the symmetric (cosine) one")
+
+
+def shared(name: str, default: Any = None, help: str | None = None, **changes: Any) -> Option:
+    """A training option of :data:`OPTIONS` as another command declares it: the same flag and rule, with that
+    command's default (and meaning, when it says more)."""
+    base = BY_NAME[name]
+    return replace(base, default=base.default if default is None else default, help=help or base.help, **changes)
 #: The defaults: the original driver's (reference section 3) plus this project's options.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 #: The paper's two models (reference section 3).
@@ -272,7 +307,7 @@ def _shown(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of training options: name, defaults of both presets, meaning."""
+    """The table of training options in docs/training.md: name, defaults of both presets, meaning."""
     rows = ["| option | order | symmetric | meaning |", "|---|---|---|---|"]
     for o in OPTIONS:
         order = PRESETS["order"].get(o.name, o.default)
@@ -280,4 +315,14 @@ def markdown_table() -> str:
         same = "same" if symmetric == order else f"`{_shown(symmetric)}`"
         resumable = " (may change on resume)" if o.resumable and o.name not in NOT_RECORDED + ("name", "save_dir") else ""
         rows.append(f"| `{o.name}` | `{_shown(order)}` | {same} | {o.help}{resumable} |")
+    return "\n".join(rows)
+
+
+def option_table(options: tuple[Option, ...]) -> str:
+    """A Markdown table of a command's options (``hypernym``, ``entailment``): flag, default, meaning, and the
+    earlier spellings still accepted."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for o in options:
+        was = f" (was {', '.join(f'`--{a}`' for a in o.aliases)})" if o.aliases else ""
+        rows.append(f"| `--{o.name}` | `{_shown(o.default)}` | {o.help}{was} |")
     return "\n".join(rows)

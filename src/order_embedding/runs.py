@@ -42,6 +42,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .options import DEFAULTS
+
 CONFIG = "config.json"
 VOCAB = "vocab.json"
 METRICS = "metrics.jsonl"
@@ -166,7 +168,8 @@ def remove_temporaries(run_dir: str | os.PathLike) -> list[Path]:
 
     Only for the folder's writer, while it holds :func:`lock_run`.
     """
-    stale = [p for name in WRITTEN for p in Path(run_dir).glob(f".{name}.*.tmp") if p.is_file()]
+    names = [*WRITTEN, "last.*.safetensors"]  # the per-model checkpoints of a run training several models
+    stale = [p for name in names for p in Path(run_dir).glob(f".{name}.*.tmp") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -553,13 +556,22 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
             raise
 
 
-def truncate_metrics(run_dir: str | os.PathLike, uidx: int) -> int:
-    """Drop the records logged after update ``uidx`` (a resumed run logs them again); returns how many."""
+def truncate_metrics(run_dir: str | os.PathLike, uidx: int, model: str | None = None) -> int:
+    """Drop the records logged after update ``uidx`` (a resumed run logs them again), of ``model`` only when
+    given (the ``"model"`` of a run training several in turn), and any ``finished`` record; returns how many."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return 0
     records = list(read_metrics(run_dir))
-    kept = [r for r in records if not (isinstance(r, dict) and isinstance(r.get("uidx"), int) and r["uidx"] > uidx)]
+
+    def later(r: Any) -> bool:
+        if not isinstance(r, dict):
+            return False
+        if r.get("event") == "finished":
+            return True
+        return (model is None or r.get("model") == model) and isinstance(r.get("uidx"), int) and r["uidx"] > uidx
+
+    kept = [r for r in records if not later(r)]
     half_line = False  # a kill in the middle of writing a record
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
@@ -569,6 +581,12 @@ def truncate_metrics(run_dir: str | os.PathLike, uidx: int) -> int:
     if len(kept) != len(records) or half_line:
         atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
     return len(records) - len(kept)
+
+
+def checkpoint_name(model: str | None = None) -> str:
+    """The file of a run's last checkpoint: ``last.safetensors``, or ``last.<model>.safetensors`` for one of the
+    models a run trains in turn."""
+    return LAST if model is None else f"last.{model}.safetensors"
 
 
 def data_record(data: str, resolved: Path, run_dir: str | os.PathLike) -> dict[str, str]:
@@ -591,6 +609,21 @@ def recorded_data(run_dir: str | os.PathLike | None, train: dict[str, Any]) -> s
         if moved.exists():
             return str(moved)
     return data
+
+
+def run_data(options: dict[str, Any], data: str | os.PathLike | None = None, cnn: str | None = None,
+             image_root: str | os.PathLike | None = None,
+             run_dir: str | os.PathLike | None = None) -> tuple[str | os.PathLike, str, str | None]:
+    """``(data set, features name, image root)`` a run trained on (from its recorded training ``options``, the
+    data set found as :func:`recorded_data` finds it from the run folder ``run_dir``), or ``data``; features
+    and image root as in training unless given."""
+    data = data or recorded_data(run_dir, options)
+    if not isinstance(data, (str, os.PathLike)) or not str(data):
+        raise ValueError("no data set given and the model records none; pass --data DATA_DIR (data= in Python)")
+    cnn = cnn or options.get("cnn")
+    root = image_root or options.get("image_root")
+    return (data, cnn if isinstance(cnn, str) else DEFAULTS["cnn"],
+            str(root) if isinstance(root, (str, os.PathLike)) else None)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -36,12 +36,12 @@ def load_entailment(run_dir: str | os.PathLike, variant: str = "order",
         kind = cfg.get("kind") if isinstance(cfg, dict) else None
         raise runs.RunError(f"{run_dir} is a {kind!r} run, not an entailment run")
     model = cfg.get("model") or {}
-    methods = model.get("methods") or {}
-    if variant not in methods:
-        raise runs.RunError(f"{run_dir}: no {variant!r} model (it has {sorted(methods)})")
+    trained = model.get("measures") or model.get("methods") or {}  # "methods": runs written before the rename
+    if variant not in trained:
+        raise runs.RunError(f"{run_dir}: no {variant!r} model (it has {sorted(trained)})")
     try:
         config = EntailmentModelConfig(n_words=model["n_words"], dim_word=model["dim_word"], dim=model["dim"],
-                                       method=methods[variant])
+                                       measure=trained[variant])
     except (KeyError, TypeError, ValueError) as e:
         raise runs.RunError(f"{run_dir / runs.CONFIG}: bad model section ({e})") from None
     vocab = Vocabulary.load(run_dir / runs.VOCAB)

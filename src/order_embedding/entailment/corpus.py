@@ -47,6 +47,7 @@ from ..data.shapes import (
     draw_scenes,
     entails,
 )
+from ..options import positive_int
 from ..runs import atomic_write
 from .snli import SPLITS
 
@@ -72,9 +73,7 @@ class CorpusConfig:
 
     def __post_init__(self) -> None:
         for split in SPLITS:
-            n = getattr(self, split)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"the number of {split} scenes must be a positive integer, got {n!r}")
+            object.__setattr__(self, split, positive_int(getattr(self, split), f"the number of {split} scenes"))
 
 
 def _facts(objects: list[dict[str, str]], stated: list[tuple[int, str]], count: bool) -> Facts:

@@ -1,4 +1,4 @@
-"""The entailment model: the core's sentence encoder on both sentences of a pair, an error, and the hinge loss.
+"""The entailment model: the core's sentence encoder on both sentences of a pair, and an error.
 
 The order model takes the absolute value of the final GRU state as a sentence's vector
 (no L2 normalisation, as the original's entailment branch) and scores a pair by the
@@ -18,27 +18,25 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..measures import measure
+from .. import measures
 from ..model import SentenceEncoder, l2norm
-
-#: The trained variants and the measure each uses (names of :data:`order_embedding.measures.MEASURES`).
-METHODS = {"order": "order", "symmetric": "cosine"}
+from ..options import positive_int
 
 
 @dataclass
 class EntailmentModelConfig:
-    """Architecture of one variant: vocabulary size, word and sentence dimensions, measure."""
+    """Architecture of one variant: vocabulary size, word and sentence dimensions, measure (``order`` or
+    ``cosine``)."""
 
     n_words: int
     dim_word: int = 300
     dim: int = 1024
-    method: str = "order"
+    measure: str = "order"
 
     def __post_init__(self) -> None:
-        measure(self.method)
+        self.measure = measures.measure_name(self.measure)
         for name in ("n_words", "dim_word", "dim"):
-            if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            setattr(self, name, positive_int(getattr(self, name), name))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict."""
@@ -64,22 +62,16 @@ class EntailmentModel(nn.Module):
     def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Sentence vectors from padded token ids and lengths (end-of-sentence counted)."""
         h = self.text(tokens, lengths)
-        return h.abs() if self.config.method == "order" else l2norm(h)
+        return h.abs() if self.config.measure == "order" else l2norm(h)
 
     def errors(self, premises: torch.Tensor, hypotheses: torch.Tensor) -> torch.Tensor:
         """Error of each aligned (premise, hypothesis) row pair; low means "entailed"."""
-        return pair_errors(premises, hypotheses, self.config.method)
+        return pair_errors(premises, hypotheses, self.config.measure)
 
 
-def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, method: str) -> torch.Tensor:
+def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, measure: str) -> torch.Tensor:
     """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one.
 
     The cosine measure's error is its distance ``1 - cos``.
     """
-    return measure(method).distance(hypotheses, premises)
-
-
-def entailment_loss(errors: torch.Tensor, entailed: torch.Tensor, margin: float) -> torch.Tensor:
-    """``sum(y * E + (1 - y) * max(0, margin - E))`` over the batch, ``y`` 1 for entailed pairs."""
-    y = entailed.to(errors.dtype)
-    return (y * errors + (1 - y) * (margin - errors).clamp(min=0)).sum()
+    return measures.measure(measure).distance(hypotheses, premises)

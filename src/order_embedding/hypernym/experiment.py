@@ -15,60 +15,96 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .. import runs
+from .. import loop, options, runs
 from ..evaluation import accuracy_at, best_threshold
-from ..measures import measure_labelled
+from ..loss import pair_hinge_loss
+from ..measures import MEASURES, MODELS, measure_name, model_name
 from ..optim import flush_denormals
-from .wordnet import HypernymDataset, contains_edges, corrupt_edges, transitive_closure
-
-#: The trained measures: the paper's order model and the symmetric (cosine) variant.
-MEASURES = ("order", "symmetric")
+from .wordnet import DEFAULT_WORDNET_DIR, HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
 #: Run-folder file listing the synset of each embedding row.
 SYNSETS = "synsets.json"
 #: Run-folder file with the final results (the same object ``--json`` writes).
 RESULTS = "results.json"
 
+#: The options of ``order-embedding hypernym``: the training options shared with ``train`` (same flags and
+#: rules, this experiment's defaults), then its own.
+OPTIONS: tuple[options.Option, ...] = (
+    options.Option("wordnet", DEFAULT_WORDNET_DIR, options.text, "folder with data.noun and index.noun (NLTK's "
+                   "wordnet folder works)", metavar="DIR"),
+    options.Option("root", None, options.optional(options.text), "use only this synset and its hyponyms, direct or not "
+                   "(e.g. mammal.n.01)", metavar="SYNSET"),
+    options.shared("seed", 0, "seed of the split, negatives and initialisation"),
+    options.Option("dev_size", 4000, options.at_least(0), "dev edges"),
+    options.Option("test_size", 4000, options.at_least(0), "test edges"),
+    options.shared("max_epochs", 15, "training epochs of each model", aliases=("epochs",)),
+    options.shared("dim", 50, "embedding dimension"),
+    options.shared("batch_size", 1000, "pairs per update", rule=options.positive_int),
+    options.shared("lrate", 0.01, "Adam learning rate", aliases=("lr",)),
+    options.shared("margin", 1.0, "hinge margin for negatives", rule=options.positive_number),
+    options.Option("negatives", 1, options.positive_int, "negatives drawn per training edge each epoch"),
+    options.Option("filter_negatives", False, options.boolean, "draw a training negative again when it is a "
+                   "training edge (known to be true)"),
+    options.Option("lr_decay", False, options.boolean, "decay the learning rate linearly to 0 over the run"),
+    options.shared("validFreq", 100, "evaluate on dev every this many updates and at each epoch's end",
+                   aliases=("valid-every",)),
+    options.NO_SYMMETRIC,
+    options.shared("save_dir"),
+    options.shared("name", "hypernym"),
+    options.shared("resume", help="continue save_dir/name from its last checkpoints (same result as one "
+                   "uninterrupted run)"),
+    options.JSON,
+    options.TENSORBOARD,
+    options.THREADS,
+    options.QUIET,
+)
+#: Each option by name.
+BY_NAME = {o.name: o for o in OPTIONS}
+
 
 @dataclass
 class HypernymConfig:
-    """Hyperparameters of one embedding model (defaults: the paper's order model)."""
+    """Hyperparameters of one embedding model (defaults: the paper's order model), named as :data:`OPTIONS`.
+
+    ``measure`` is ``order`` or ``cosine`` (the symmetric model); every value is checked by its option's rule.
+    """
 
     measure: str = "order"
-    dim: int = 50
-    epochs: int = 15
-    batch_size: int = 1000
-    lr: float = 0.01
-    margin: float = 1.0
-    negatives: int = 1
+    dim: int = BY_NAME["dim"].default
+    max_epochs: int = BY_NAME["max_epochs"].default
+    batch_size: int = BY_NAME["batch_size"].default
+    lrate: float = BY_NAME["lrate"].default
+    margin: float = BY_NAME["margin"].default
+    negatives: int = BY_NAME["negatives"].default
     filter_negatives: bool = False
     lr_decay: bool = False
-    valid_every: int = 100
-    seed: int = 0
+    validFreq: int = BY_NAME["validFreq"].default
+    seed: int = BY_NAME["seed"].default
 
     def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise ValueError(f"unknown measure {self.measure!r}; choose one of {list(MEASURES)}")
-        for name in ("dim", "epochs", "batch_size", "negatives", "valid_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
-        if not (self.lr > 0 and self.margin > 0):
-            raise ValueError(f"lr and margin must be positive (got {self.lr}, {self.margin})")
+        self.measure = measure_name(self.measure)
+        for f in fields(self):
+            if f.name in BY_NAME:
+                setattr(self, f.name, BY_NAME[f.name].parse(getattr(self, f.name)))
+
+    @property
+    def model(self) -> str:
+        """The model's name: ``order`` or ``symmetric`` (keys of the results and the saved embeddings)."""
+        return model_name(self.measure)
 
 
 @dataclass
 class TrainedEmbeddings:
     """The best embeddings of one model on dev, their threshold and accuracies (fractions)."""
 
-    measure: str
+    model: str  #: ``order`` or ``symmetric``
     embeddings: np.ndarray
     threshold: float
     dev_accuracy: float
@@ -81,13 +117,9 @@ class TrainedEmbeddings:
 
 
 def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, measure: str) -> torch.Tensor:
-    """Error of each aligned row pair (hyponym, hypernym); low means "is a"."""
-    return measure_labelled(measure).distance(hypernyms, hyponyms)
-
-
-def hinge_loss(errors: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean over the batch of ``E`` for positives and ``max(0, margin - E)`` for negatives."""
-    return torch.where(labels, errors, (margin - errors).clamp(min=0)).mean()
+    """Error of each aligned row pair (hyponym, hypernym) under ``measure`` (``order`` or ``cosine``);
+    low means "is a"."""
+    return MEASURES[measure_name(measure)].distance(hypernyms, hyponyms)
 
 
 def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, measure: str) -> np.ndarray:
@@ -116,7 +148,7 @@ def closure_baseline(data: HypernymDataset) -> dict[str, float]:
 def learning_rate(config: HypernymConfig, uidx: int, updates: int) -> float:
     """The learning rate of update ``uidx`` (from 0) of ``updates``: constant, or with ``lr_decay``
     falling linearly from ``lr`` towards 0."""
-    return config.lr * (1 - uidx / updates) if config.lr_decay else config.lr
+    return config.lrate * (1 - uidx / updates) if config.lr_decay else config.lrate
 
 
 def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
@@ -125,6 +157,31 @@ def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     except RuntimeError:
         return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def forward_rows(weight: torch.nn.Parameter, pairs: torch.Tensor, labels: torch.Tensor, measure: str,
+                 margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of a batch of (hyponym, hypernym) rows, with the rows read and their gathered copy
+    (which receives the gradient); the first half of :func:`train_step`."""
+    rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
+    with torch.no_grad():
+        gathered = weight.detach()[rows]
+        if measure == "order":
+            weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
+    gathered.requires_grad_()
+    x, z = gathered.view(len(pairs), 2, -1).unbind(1)
+    return pair_hinge_loss(pair_errors(x, z, measure), labels, margin, "mean"), rows, gathered
+
+
+def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+               rows: torch.Tensor, gathered: torch.Tensor) -> None:
+    """Backward pass of :func:`forward_rows`'s loss and the optimizer step; the second half of :func:`train_step`."""
+    loss.backward()
+    assert gathered.grad is not None
+    grad.index_add_(0, rows, gathered.grad)
+    weight.grad = grad
+    optimizer.step()
+    grad.index_fill_(0, rows, 0)
 
 
 def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
@@ -144,21 +201,91 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     - ``optimizer`` updates the whole table, so untouched rows keep moving with their
       decaying moments.
     """
-    rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
-    with torch.no_grad():
-        gathered = weight.detach()[rows]
-        if measure == "order":
-            weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
-    gathered.requires_grad_()
-    x, z = gathered.view(len(pairs), 2, -1).unbind(1)
-    loss = hinge_loss(pair_errors(x, z, measure), labels, margin)
-    loss.backward()
-    assert gathered.grad is not None  # set by backward: gathered requires grad
-    grad.index_add_(0, rows, gathered.grad)
-    weight.grad = grad
-    optimizer.step()
-    grad.index_fill_(0, rows, 0)
+    loss, rows, gathered = forward_rows(weight, pairs, labels, measure, margin)
+    apply_rows(weight, grad, optimizer, loss, rows, gathered)
     return float(loss.detach())
+
+
+class HypernymTrainee:
+    """One embedding table as :func:`order_embedding.loop.train_loop` trains it (see :func:`train_step`)."""
+
+    def __init__(self, data: HypernymDataset, config: HypernymConfig) -> None:
+        self.data, self.cfg = data, config
+        n = data.graph.n_nodes
+        init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.measure)]).generate_state(2)
+        self.rng = np.random.default_rng(sample_seed)
+        self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(
+            torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
+        self.weight = self.table["weight"]
+        self.grad = torch.zeros_like(self.weight)
+        self.optimizer: torch.optim.Optimizer = adam_optimizer(self.weight, config.lrate)
+        self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
+        self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives) / config.batch_size)
+        self.best = self.current().clone()
+        self.threshold, self.dev_accuracy, self.best_epoch = 0.0, -1.0, 0
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def current(self) -> torch.Tensor:
+        """The embeddings as they are read (the order model's clamped at 0)."""
+        w = self.weight.detach()
+        return w.clamp(min=0) if self.cfg.measure == "order" else w
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The training edges and fresh random negatives, shuffled, in batches of ``batch_size``."""
+        cfg, n = self.cfg, self.data.graph.n_nodes
+        exclude = self.data.train if cfg.filter_negatives else None
+        negatives = np.concatenate([corrupt_edges(self.data.train, n, rng, exclude) for _ in range(cfg.negatives)])
+        pairs, labels = labelled(self.data.train, negatives)
+        shuffle = rng.permutation(len(pairs))
+        pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
+        return [(pairs_t[b * cfg.batch_size:(b + 1) * cfg.batch_size], labels_t[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                for b in range(self.per_epoch)]
+
+    def learning_rates(self, state: loop.TrainState) -> list[float]:
+        """See :func:`learning_rate`."""
+        return [learning_rate(self.cfg, state.uidx, self.cfg.max_epochs * self.per_epoch)]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """The mean hinge loss of the batch (the rows it reads are clamped first)."""
+        pairs, labels = batch
+        loss, rows, gathered = forward_rows(self.weight, pairs, labels, self.cfg.measure, self.cfg.margin)
+        self._pending = rows, gathered
+        return loss, len(labels)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Adam on the whole table with the batch rows' gradients."""
+        assert self._pending is not None
+        apply_rows(self.weight, self.grad, self.optimizer, loss, *self._pending)
+        self._pending = None
+
+    def validate(self) -> dict[str, Any]:
+        """Dev accuracy (percent) at the best threshold; the score is the accuracy as a fraction."""
+        threshold, acc = best_threshold(embedding_errors(self.current(), self.dev_pairs, self.cfg.measure), self.dev_labels)
+        return {"dev_accuracy": 100 * acc, "threshold": threshold, "score": acc}
+
+    def describe(self, result: dict[str, Any]) -> None:
+        """No line: the progress bar shows the loss."""
+        return None
+
+    def save_best(self, state: loop.TrainState, result: dict[str, Any]) -> None:
+        """Keep the embeddings, their threshold and epoch (in the checkpoint; the run folder's
+        ``model.safetensors`` receives them when the model is trained)."""
+        self.best = self.current().clone()
+        self.threshold, self.dev_accuracy, self.best_epoch = result["threshold"], result["score"], state.epoch + 1
+
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The table, Adam's moments and the best table with its threshold."""
+        return ({**loop.optimizer_tensors(self.table, self.optimizer), "best.weight": self.best},
+                {"threshold": self.threshold, "dev_accuracy": self.dev_accuracy, "best_epoch": self.best_epoch})
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> None:
+        """Inverse of :meth:`state_tensors`."""
+        best = tensors.pop("best.weight", None)
+        if best is None or best.shape != self.weight.shape or set(meta) != {"threshold", "dev_accuracy", "best_epoch"}:
+            raise runs.RunError(f"{source}: not a checkpoint of this hypernym model")
+        loop.load_optimizer_tensors(self.table, self.optimizer, tensors, source)
+        self.best = best
+        self.threshold, self.dev_accuracy, self.best_epoch = meta["threshold"], meta["dev_accuracy"], meta["best_epoch"]
 
 
 def train_embeddings(
@@ -166,100 +293,56 @@ def train_embeddings(
     config: HypernymConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    tensorboard: Any = None,
 ) -> TrainedEmbeddings:
     """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
 
     With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
-    to its ``metrics.jsonl``.
+    to its ``metrics.jsonl`` (and as scalars to a ``tensorboard`` writer), and training resumes from the
+    model's checkpoint there.
     """
     cfg = config
-    n = data.graph.n_nodes
-    order = cfg.measure == "order"
-    init_seed, sample_seed = np.random.SeedSequence([cfg.seed, MEASURES.index(cfg.measure)]).generate_state(2)
-    rng = np.random.default_rng(sample_seed)
-    weight = torch.nn.Parameter(torch.randn(n, cfg.dim, generator=torch.Generator().manual_seed(int(init_seed))))
-    grad = torch.zeros_like(weight)
-    optimizer = adam_optimizer(weight, cfg.lr)
-    dev_pairs, dev_labels = labelled(data.dev, data.dev_negatives)
-    n_train = len(data.train) * (1 + cfg.negatives)
-    per_epoch = math.ceil(n_train / cfg.batch_size)
-    start = time.time()
-    best: dict[str, Any] = {"accuracy": -1.0, "threshold": 0.0, "epoch": 0, "uidx": 0, "weights": None}
-    uidx = examples = 0
-    loss_sum, loss_count = 0.0, 0
-
-    def current() -> torch.Tensor:
-        w = weight.detach()
-        return w.clamp(min=0) if order else w
-
-    def validate(epoch: int) -> float:
-        threshold, acc = best_threshold(embedding_errors(current(), dev_pairs, cfg.measure), dev_labels)
-        is_best = acc > best["accuracy"]
-        if is_best:
-            best.update(accuracy=acc, threshold=threshold, epoch=epoch, uidx=uidx, weights=current().clone())
-        if run_dir is not None:
-            runs.append_metrics(run_dir, {"event": "valid", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
-                                          "examples": examples, "dev_accuracy": 100 * acc, "threshold": threshold,
-                                          "best": is_best, "time": time.time() - start})
-        return acc
-
-    bar = tqdm(total=cfg.epochs * per_epoch, desc=cfg.measure, unit="batch", disable=not progress, leave=False)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    trainee = HypernymTrainee(data, cfg)
+    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
+    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
-        for epoch in range(1, cfg.epochs + 1):
-            exclude = data.train if cfg.filter_negatives else None
-            negatives = np.concatenate([corrupt_edges(data.train, n, rng, exclude) for _ in range(cfg.negatives)])
-            pairs, labels = labelled(data.train, negatives)
-            shuffle = rng.permutation(len(pairs))
-            pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
-            for b in range(per_epoch):
-                rows = slice(b * cfg.batch_size, (b + 1) * cfg.batch_size)
-                y = labels_t[rows]
-                optimizer.param_groups[0]["lr"] = learning_rate(cfg, uidx, cfg.epochs * per_epoch)
-                loss = train_step(weight, grad, optimizer, pairs_t[rows], y, cfg.measure, cfg.margin)
-                uidx += 1
-                examples += len(y)
-                loss_sum += loss * len(y)
-                loss_count += len(y)
-                if not math.isfinite(loss_sum):
-                    raise FloatingPointError(f"{cfg.measure} model: the loss became {loss_sum} at update {uidx}")
-                last = b == per_epoch - 1
-                if uidx % cfg.valid_every == 0 or last:
-                    if run_dir is not None:
-                        runs.append_metrics(run_dir, {"event": "train", "model": cfg.measure, "epoch": epoch, "uidx": uidx,
-                                                      "examples": examples, "loss": loss_sum / loss_count,
-                                                      "time": time.time() - start})
-                    acc = validate(epoch)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / loss_count:.4f}", dev=f"{100 * acc:.2f}",
-                                    best=f"{100 * best['accuracy']:.2f}")
-                    loss_sum, loss_count = 0.0, 0
-                bar.update()
-    bar.close()
+        state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
+        state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
-    weights = best["weights"]
-    test_acc = accuracy_at(embedding_errors(weights, test_pairs, cfg.measure), test_labels, best["threshold"])
+    test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.measure), test_labels, trainee.threshold)
     return TrainedEmbeddings(
-        measure=cfg.measure, embeddings=weights.numpy(), threshold=best["threshold"], dev_accuracy=best["accuracy"],
-        test_accuracy=test_acc, best_epoch=best["epoch"], best_uidx=best["uidx"], updates=uidx,
-        seconds=time.time() - start, config=cfg,
+        model=cfg.model, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
+        dev_accuracy=trainee.dev_accuracy, test_accuracy=test_acc, best_epoch=trainee.best_epoch,
+        best_uidx=state.best_uidx, updates=state.uidx, seconds=state.seconds, config=cfg,
     )
 
 
-def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any]) -> Path:
-    """Create a run folder (``kind: hypernym``) with its config and synset list; refuses an existing run."""
+def run_config(data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a hypernym run (``kind: hypernym``)."""
+    g = data.graph
+    return {
+        "kind": "hypernym",
+        "model": {"n_nodes": g.n_nodes, "dim": {c.model: c.dim for c in configs}, "measures": {c.model: c.measure for c in configs}},
+        "train": {c.model: asdict(c) for c in configs},
+        "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
+                 "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
+    }
+
+
+def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any],
+                    resume: bool = False) -> Path:
+    """Create a run folder with its config and synset list; an existing run is refused unless ``resume``
+    (and then must record the same config)."""
     run_dir = Path(run_dir)
-    if (run_dir / runs.CONFIG).exists():
-        raise ValueError(f"{run_dir} already holds a run; choose another --out")
+    config = run_config(data, configs, source)
+    if loop.check_new_or_resumed(run_dir, config, resume):
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / runs.METRICS).unlink(missing_ok=True)
     g = data.graph
     runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
-    runs.save_json(run_dir / runs.CONFIG, {
-        "kind": "hypernym",
-        "model": {"n_nodes": g.n_nodes, "dim": {c.measure: c.dim for c in configs}, "measures": [c.measure for c in configs]},
-        "train": {c.measure: asdict(c) for c in configs},
-        "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
-                 "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
-    })
+    runs.save_json(run_dir / runs.CONFIG, config)
     return run_dir
 
 
@@ -267,9 +350,9 @@ def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> Non
     """Write the best embeddings of each model to the run folder's ``model.safetensors``."""
     runs.save_tensors(
         Path(run_dir) / runs.BEST,
-        {m.measure: torch.from_numpy(np.ascontiguousarray(m.embeddings)) for m in models},
-        {"thresholds": {m.measure: m.threshold for m in models},
-         "dev_accuracy": {m.measure: 100 * m.dev_accuracy for m in models}},
+        {m.model: torch.from_numpy(np.ascontiguousarray(m.embeddings)) for m in models},
+        {"thresholds": {m.model: m.threshold for m in models},
+         "dev_accuracy": {m.model: 100 * m.dev_accuracy for m in models}},
     )
 
 
@@ -281,16 +364,17 @@ class HypernymEmbeddings:
     embeddings: dict[str, np.ndarray]
     thresholds: dict[str, float]
 
-    def errors(self, pairs: list[tuple[str, str]], measure: str = "order") -> np.ndarray:
-        """Errors of (hyponym name, hypernym name) pairs; ``<= thresholds[measure]`` means "is a"."""
+    def errors(self, pairs: list[tuple[str, str]], model: str = "order") -> np.ndarray:
+        """Errors of (hyponym name, hypernym name) pairs under ``model`` (``order`` or ``symmetric``);
+        ``<= thresholds[model]`` means "is a"."""
         index = {n: k for k, n in enumerate(self.names)}
         try:
             rows = np.array([[index[a], index[b]] for a, b in pairs], dtype=np.int64).reshape(-1, 2)
         except KeyError as e:
             raise ValueError(f"unknown synset {e.args[0]!r}") from None
-        if measure not in self.embeddings:
-            raise ValueError(f"this run has no {measure!r} embeddings (it has {sorted(self.embeddings)})")
-        return embedding_errors(self.embeddings[measure], rows, measure)
+        if model not in self.embeddings:
+            raise ValueError(f"this run has no {model!r} embeddings (it has {sorted(self.embeddings)})")
+        return embedding_errors(self.embeddings[model], rows, MODELS[model])
 
 
 def load_embeddings(run_dir: str | Path) -> HypernymEmbeddings:
@@ -315,21 +399,38 @@ def run_experiment(
     source: dict[str, Any] | None = None,
     progress: bool = True,
     started: float | None = None,
+    resume: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train each configured model and run the closure baseline; the results object (accuracies in percent).
 
-    With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results.
+    With ``run_dir``, a run folder gets the config, synset list, metrics, embeddings and results; with
+    ``resume``, a run folder holding this run continues from its checkpoints; with ``tensorboard``, the
+    metrics also go to that folder as TensorBoard scalars.
     ``seconds`` counts from ``started`` (a ``time.time()``, default: this call).
     """
     start = time.time() if started is None else started
-    if run_dir is not None:
-        run_dir = prepare_run_dir(run_dir, data, configs, source or {})
+    writer = loop.tensorboard_writer(tensorboard)
+    if run_dir is None:
+        return _run(data, configs, None, progress, start, writer)
+    run_dir = prepare_run_dir(run_dir, data, configs, source or {}, resume)
+    lock = runs.lock_run(run_dir)
+    try:
+        return _run(data, configs, run_dir, progress, start, writer)
+    finally:
+        lock.close()
+        if writer is not None:
+            writer.close()
+
+
+def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | None, progress: bool,
+         start: float, writer: Any) -> dict[str, Any]:
     trained: list[TrainedEmbeddings] = []
     models: dict[str, dict[str, Any]] = {}
     for cfg in configs:
-        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress)
+        m = train_embeddings(data, cfg, run_dir=run_dir, progress=progress, tensorboard=writer)
         trained.append(m)
-        models[m.measure] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
+        models[m.model] = {"dev_accuracy": 100 * m.dev_accuracy, "test_accuracy": 100 * m.test_accuracy,
                              "threshold": m.threshold, "best_epoch": m.best_epoch, "best_uidx": m.best_uidx,
                              "updates": m.updates, "seconds": m.seconds}
         if run_dir is not None:
@@ -339,7 +440,8 @@ def run_experiment(
     results = {"nodes": data.graph.n_nodes, "direct_edges": len(data.graph.edges), "edges": len(data.closure),
                "train_edges": len(data.train), "seed": data.seed, "seconds": time.time() - start, "models": models}
     if run_dir is not None:
-        runs.save_json(Path(run_dir) / RESULTS, results)
+        runs.save_json(run_dir / RESULTS, results)
+        loop.finish(run_dir, {"updates": {m.model: m.updates for m in trained}, "seconds": results["seconds"]})
     return results
 
 
