@@ -140,7 +140,7 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     expected = [best[d][k] for d in ("t2i", "i2t") for k in ("R@1", "R@5", "R@10", "medr", "meanr")]
     assert [float(x) for x in row["metrics"]] == pytest.approx(expected, abs=0.051)
     assert float(row["score"]) == pytest.approx(best["score"], abs=0.051)
-    assert row["status"] == "stopped" and row["kind"].startswith("demo")  # the kind from its results.json
+    assert row["status"] == "finished" and row["kind"].startswith("demo")  # the kind from its results.json
     options = dict(row["options"])
     config = json.loads((server["runs"] / "order" / runs.CONFIG).read_text())
     assert options["margin"] == str(config["train"]["margin"]) and options["optimizer"] == config["train"]["optimizer"]

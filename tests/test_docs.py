@@ -59,7 +59,7 @@ def command_lines(text: str) -> list[str]:
     lines = []
     for line in text.replace("\\\n", " ").splitlines():
         line = line.strip().removeprefix("$ ")
-        if line.startswith("order-embedding "):
+        if line.startswith("order-embedding ") and not line.split()[1].endswith(":"):  # not a message it printed
             lines.append(line)
         elif " -m order_embedding " in line:
             lines.append("order-embedding " + line.split(" -m order_embedding ", 1)[1])

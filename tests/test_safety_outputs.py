@@ -150,7 +150,7 @@ def test_entailment_json_onto_its_own_train_file_is_refused(tmp_path, capsys):
 
 def test_hypernym_json_inside_its_own_run_folder_is_refused(tmp_path, capsys):
     (tmp_path / "wn").mkdir()
-    refused(run(capsys, "hypernym", "--wordnet", tmp_path / "wn", "--out", tmp_path / "run",
+    refused(run(capsys, "hypernym", "--wordnet", tmp_path / "wn", "--save_dir", tmp_path, "--name", "run",
                 "--json", tmp_path / "run" / "config.json", "--quiet"), "--json", "run folder")
     assert not (tmp_path / "run").exists()
 

@@ -102,7 +102,8 @@ def test_dev_zero_as_wordnet_data_is_refused(tmp_path, capsys):
     (tmp_path / "wn").mkdir()
     os.symlink("/dev/zero", tmp_path / "wn" / "data.noun")
     (tmp_path / "wn" / "index.noun").write_text("")
-    refused(run(capsys, "hypernym", "--wordnet", tmp_path / "wn", "--out", tmp_path / "run", "--quiet"),
+    refused(run(capsys, "hypernym", "--wordnet", tmp_path / "wn", "--save_dir", tmp_path, "--name", "run",
+                "--quiet"),
             "data.noun", "not a regular file")
 
 

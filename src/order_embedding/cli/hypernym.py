@@ -40,10 +40,10 @@ def _run(opt: dict[str, Any]) -> int:
     started = time.time()
     configs = [HypernymConfig(measure=m, **{k: opt[k] for k in CONFIG})
                for m in (("order",) if opt["no_symmetric"] else ("order", "cosine"))]
-    wordnet_dir = find_wordnet_dir(Path(opt["wordnet"]))
     run_dir = Path(opt["save_dir"]) / opt["name"]
     if opt["json"] is not None:
         check_output(opt["json"], "--json", [Path(opt["wordnet"])], creates=[run_dir])
+    wordnet_dir = find_wordnet_dir(Path(opt["wordnet"]))
     graph = read_wordnet(wordnet_dir)
     if opt["root"]:
         graph = graph.descendants(opt["root"])
