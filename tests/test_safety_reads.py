@@ -268,3 +268,16 @@ def test_resume_state_beyond_the_config_is_refused(world, tmp_path, capsys):
     refused(run(capsys, "train", "--data", world["data"], "--save_dir", tmp_path, "--name", "r", "--resume", "true",
                 "--max_epochs", "1", *TINY), "last.safetensors", "epoch 1000000", "cannot be resumed")
     assert hashes(tmp_path) == before
+
+
+def test_a_fifo_listed_as_an_image_is_refused_without_being_read(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from order_embedding.vision.images import load_pixels, open_rgb
+
+    fifo = tmp_path / "scene.png"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(2) as pool:  # opening a FIFO for reading would block: a hang fails the timeout
+        for read in (lambda: load_pixels([fifo], 8), lambda: open_rgb(fifo)):
+            with pytest.raises(ValueError, match=f"^{fifo}: not a regular file$"):
+                pool.submit(read).result(timeout=30)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from .. import runs
 from ..backbones import SMALL_CNN_IMAGE_SIZE, is_torchvision_backbone
 
 #: The ImageNet pixel statistics the torchvision networks were trained with.
@@ -40,16 +42,26 @@ class FeatureSource:
         return torch.from_numpy(np.ascontiguousarray(self.features[np.asarray(indices)], dtype=np.float32))
 
 
+@contextmanager
+def image_file(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow, when it is a regular file: a FIFO or a device is refused
+    (:class:`runs.RunError`) without being read, so that decoding never blocks on it."""
+    with os.fdopen(runs.open_regular(path, "image file"), "rb") as f, Image.open(f) as img:
+        yield img
+
+
 def load_pixels(paths: Sequence[str | os.PathLike], image_size: int, verbose: bool = False) -> np.ndarray:
     """Decode image files to a uint8 array ``N x 3 x image_size x image_size`` (RGB, resized)."""
     out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
     for i, path in enumerate(tqdm(paths, desc="images", unit="img", disable=not verbose)):
         try:
-            with Image.open(path) as img:
+            with image_file(path) as img:
                 img = img.convert("RGB")
                 if img.size != (image_size, image_size):
                     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(img).transpose(2, 0, 1)
+        except runs.RunError:
+            raise
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read image {path}: {e}") from None
     return out
@@ -86,7 +98,7 @@ def image_paths(files: Sequence[str], root: str | os.PathLike | None) -> list[Pa
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """An image file decoded to RGB; truncated files are loaded as far as they go (as the original did)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = True
-    with Image.open(path) as img:
+    with image_file(path) as img:
         return img.convert("RGB")
 
 
