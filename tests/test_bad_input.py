@@ -208,7 +208,7 @@ def test_string_sentences_and_bom_and_unnormalised_rows(world, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("change,needle", [
-    (lambda c, v: c["model"].update(dim=8.5), "dim must be a positive whole number"),
+    (lambda c, v: c["model"].update(dim=8.5), "dim must be a whole number, got 8.5"),
     (lambda c, v: c["model"].update(abs="false"), "abs must be true or false"),
     (lambda c, v: c["model"].update(backbone_options="xyz"), "backbone_options must be a JSON object"),
     (lambda c, v: c.update(train="xyz"), "'train' section"),

@@ -41,12 +41,13 @@ def boolean(value: Any, name: str = "value") -> bool:
     raise OptionError(f"{name} must be true or false (or 1/0, yes/no), got {value!r}")
 
 
-def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
+def integer(value: Any, name: str = "value", minimum: int | None = None, *, allow_text: bool = True) -> int:
     """A whole number (an ``int``, a NumPy integer, or its decimal text), at least ``minimum`` when given.
 
     The one whole-number rule of the package: options, configs and the arguments of the Python API.
+    ``allow_text=False`` refuses the text form, for values that are never typed (JSON records, Python arguments).
     """
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_text:
         try:
             value = int(value.strip(), 10)
         except ValueError:
@@ -59,9 +60,9 @@ def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
     return value
 
 
-def positive_int(value: Any, name: str = "value") -> int:
+def positive_int(value: Any, name: str = "value", *, allow_text: bool = True) -> int:
     """A whole number >= 1 (counts: batch sizes, epochs, dimensions, k)."""
-    return integer(value, name, 1)
+    return integer(value, name, 1, allow_text=allow_text)
 
 
 def number(value: Any, name: str = "value", minimum: float | None = None, above: float | None = None) -> float:
