@@ -52,7 +52,7 @@ OPTIONS: tuple[options.Option, ...] = (
                    "training, under a minute"),
     options.Option("scenes", None, options.optional(options.positive_int), "scenes of the generated corpus per "
                    "split", metavar=("TRAIN", "DEV", "TEST"), nargs=3),
-    options.Option("corpus_seed", 0, options.at_least(0), "seed of the generated corpus"),
+    options.Option("corpus_seed", 0, options.seed, "seed of the generated corpus"),
     options.shared("dim", 1024, "sentence-vector (GRU state) size"),
     options.shared("dim_word", 300, "word-vector size"),
     options.shared("margin", 0.2, "hinge margin for pairs that are not entailed", rule=options.positive_number),
