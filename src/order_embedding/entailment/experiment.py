@@ -304,7 +304,7 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
     trainee = EntailmentTrainee(name, data, vocab, config, run_dir, saved, thresholds, device)
     files = loop.RunFiles(run_dir, runs.checkpoint_name(name), {"model": name}, tensorboard=tensorboard)
     schedule = loop.Schedule(config.max_epochs, config.validFreq, config.dispFreq)
-    state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
+    state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(config.max_epochs, trainee.n_batches))
     trainee.net.train()
     state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     trainee.best_net.eval()
