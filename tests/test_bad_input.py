@@ -208,7 +208,7 @@ def test_string_sentences_and_bom_and_unnormalised_rows(world, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("change,needle", [
-    (lambda c, v: c["model"].update(dim=8.5), "dim must be a positive whole number"),
+    (lambda c, v: c["model"].update(dim=8.5), "dim must be a whole number, got 8.5"),
     (lambda c, v: c["model"].update(abs="false"), "abs must be true or false"),
     (lambda c, v: c["model"].update(backbone_options="xyz"), "backbone_options must be a JSON object"),
     (lambda c, v: c.update(train="xyz"), "'train' section"),
@@ -400,3 +400,22 @@ def test_no_traceback_from_a_subprocess(world, tmp_path):
         "order-embedding train: error: argument --dim: must be a whole number, got '8.5' "
         "(see order-embedding train --help)"]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "hypernym", "entailment", "demo"])
+def test_seed_beyond_what_torch_and_numpy_take_is_refused(command, tmp_path):
+    result = cli(command, "--seed", str(2**64), "--quiet", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"order-embedding {command}: error: argument --seed: must be a whole number at most {2**32 - 1}, "
+        f"got {2**64} (see order-embedding {command} --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_largest_seed_is_taken_by_every_seeding_function():
+    largest = options.seed(2**32 - 1)
+    assert torch.Generator().manual_seed(largest).initial_seed() == largest
+    assert np.random.SeedSequence(largest).entropy == largest
+    np.random.RandomState(largest)  # the narrowest: NumPy's legacy generator refuses 2**32
+    with pytest.raises(options.OptionError, match="seed must be a whole number at most"):
+        options.seed(2**32)

@@ -90,6 +90,9 @@ def test_cosine_topk_across_blocks_keeps_global_best(tmp_path):
     im = np.repeat(rng.standard_normal((10, 5)).astype(np.float32), 30, axis=0)
     e, i = cosine_topk(s, im, 40, block=64)
     np.testing.assert_array_equal(i, brute_force(s, im, "cosine", 40)[1])
+    for bad_k in (0, 2.5, "3"):  # a fractional k is refused, not truncated
+        with pytest.raises(ValueError, match="k must be a whole number"):
+            cosine_topk(s, im, bad_k)
 
 
 def ann_index(tmp_path, n, **ann):

@@ -92,6 +92,34 @@ def test_hypernym_resume_refuses_other_settings(tiny_wordnet, tmp_path):
         hypernym.run_experiment(tiny_wordnet, other, run_dir=tmp_path / "r", progress=False, resume=True)
 
 
+def _move_checkpoint_state(path: Path, **state) -> None:
+    """Rewrite the training state recorded in a checkpoint's metadata (the tensors stay)."""
+    tensors, meta = runs.load_tensors(path)
+    runs.save_tensors(path, tensors, {**meta, "state": {**meta["state"], **state}})
+
+
+def _one_error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_hypernym_resume_refuses_a_state_beyond_the_config(tmp_path, capsys):
+    write_wordnet(tmp_path / "wn", TINY)
+    args = ["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3", "--dim", "4",
+            "--max_epochs", "2", "--batch_size", "3", "--validFreq", "4", "--save_dir", str(tmp_path), "--name", "h",
+            "--quiet"]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0  # the run as written resumes (at its end)
+    checkpoint = tmp_path / "h" / "last.order.safetensors"
+    _move_checkpoint_state(checkpoint, epoch=10**6)
+    err = _one_error_line(capsys, [*args, "--resume"])
+    assert f"{checkpoint}: the training state has epoch 1000000, more than the 2" in err
+    _move_checkpoint_state(checkpoint, epoch=2, uidx=10**6)
+    assert "has uidx 1000000" in _one_error_line(capsys, [*args, "--resume"])
+
+
 def _snli(tmp_path: Path) -> Path:
     d = tmp_path / "snli"
     d.mkdir()
@@ -133,6 +161,16 @@ def test_entailment_cli_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys
     assert "already holds a run" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
     assert runs.load_json(tmp_path / "e" / "results.json")["models"]["order"]["updates"] == 8
+
+
+def test_entailment_resume_refuses_a_state_beyond_the_config(tmp_path, capsys):
+    args = ["entailment", "--snli", str(_snli(tmp_path)), "--dim", "8", "--dim_word", "4", "--batch_size", "4",
+            "--max_epochs", "2", "--validFreq", "3", "--save_dir", str(tmp_path), "--name", "e", "--quiet"]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0  # the run as written resumes (at its end)
+    checkpoint = tmp_path / "e" / "last.order.safetensors"
+    _move_checkpoint_state(checkpoint, batch=5)  # 18 pairs in batches of 4: 4 batches an epoch
+    assert f"{checkpoint}: the training state has batch 5, more than the 4" in _one_error_line(capsys, [*args, "--resume"])
 
 
 def test_train_state_reads_checkpoints_written_before_its_newer_fields():

@@ -1,5 +1,6 @@
 """The encoders against an independent NumPy implementation of the original's equations."""
 import numpy as np
+import pytest
 import torch
 
 from order_embedding.batching import pad_batch
@@ -67,3 +68,12 @@ def test_initialisation_rules():
     assert (net.text.gru.bias_ih_l0 == 0).all() and (net.image.fc.bias == 0).all()
     bound = np.sqrt(6 / (10 + 6))
     assert net.image.fc.weight.abs().max() <= bound
+
+
+def test_config_sizes_follow_the_whole_number_rule():
+    config = ModelConfig(n_words=np.int64(20), dim_word=np.int32(5), dim=7, dim_image=9)
+    assert all(type(getattr(config, k)) is int for k in ("n_words", "dim_word", "dim", "dim_image"))
+    assert config.to_dict()["n_words"] == 20
+    for bad in (0, 7.0, True, "7"):
+        with pytest.raises(ValueError, match="dim must be a whole number"):
+            ModelConfig(n_words=20, dim=bad)

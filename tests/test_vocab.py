@@ -1,8 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 from helpers import REAL_CAPTIONS, needs_real_captions
 
+from order_embedding.options import OptionError
 from order_embedding.vocab import EOS, UNK, Vocabulary
 
 
@@ -30,6 +32,14 @@ def test_n_words_larger_than_vocabulary_and_minimum():
     assert v.encode("y x") == [3, 2]
     v2 = Vocabulary(["x", "y"], n_words=2)
     assert v2.size == 2 and v2.encode("x y q") == [1, 1, 1]
+
+
+def test_n_words_follows_the_whole_number_rule():
+    v = Vocabulary(["x", "y"], n_words=np.int64(3))  # a NumPy count is stored as a plain int (JSON-able)
+    assert type(v.n_words) is int and v.size == 3 and json.dumps(v.to_dict())
+    for bad, message in ((1, "at least 2, got 1"), (3.0, "got 3.0"), (True, "got True"), ("3", "got '3'")):
+        with pytest.raises(OptionError, match=f"n_words must be a whole number.*{message}"):
+            Vocabulary(["x", "y"], n_words=bad)
 
 
 def test_case_handling():

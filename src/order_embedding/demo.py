@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import runs
+from . import options, runs
 from .batching import batches_per_epoch
 from .data import FOLD_SIZE, Split, load_split
 from .data.shapes import JSON_NAME, PAIR_KINDS, generate_shapes, hierarchy_pairs_by_kind, length_controlled_pairs, word_count
@@ -232,6 +232,7 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
     otherwise raises :class:`DemoFolderError`, unless ``overwrite`` removes the demo's world and models first.
     Each model's run folder receives the results as ``results.json``.
     """
+    seed = options.seed(seed)
     out_dir = Path(scale.out if out_dir is None else out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DemoFolderError(f"{out_dir} exists and is not a folder")

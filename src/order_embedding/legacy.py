@@ -65,6 +65,7 @@ import torch
 from . import runs
 from .measures import MEASURES
 from .model import ModelConfig
+from .options import OptionError, integer
 from .vocab import EOS, UNK, Vocabulary
 
 
@@ -191,10 +192,10 @@ def is_legacy_prefix(path: str | os.PathLike) -> bool:
 
 
 def _int_option(options: dict[str, Any], key: str, source: Path, minimum: int) -> int:
-    v = options[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise LegacySnapshotError(f"{source}: option {key} must be an integer >= {minimum}, got {v!r}")
-    return v
+    try:
+        return integer(options[key], f"option {key}", minimum, allow_text=False)
+    except OptionError as e:
+        raise LegacySnapshotError(f"{source}: {e}") from None
 
 
 def read_options(pkl_path: Path) -> tuple[dict[str, Any], dict[Any, Any]]:
@@ -304,8 +305,10 @@ def vocabulary_rows(worddict: dict[Any, Any], n_words: int, pkl_path: Path) -> t
     """
     entries: list[tuple[int, str, int]] = []
     for key, idx in worddict.items():
-        if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
-            raise LegacySnapshotError(f"{pkl_path}: worddict maps {key!r} to {idx!r}, not a non-negative integer")
+        try:
+            idx = integer(idx, f"worddict value of {key!r}", 0, allow_text=False)
+        except OptionError as e:
+            raise LegacySnapshotError(f"{pkl_path}: {e}") from None
         decoded = _word_text(key, pkl_path)
         if decoded is None or idx == UNK or idx >= n_words or decoded[1].split() != [decoded[1]]:
             continue  # no caption reaches this entry, or the original encodes it as unknown

@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from .backbones import build_backbone
 from .measures import measure
+from .options import positive_int
 
 
 @dataclass
@@ -31,9 +32,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_words", "dim_word", "dim", "dim_image"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+            setattr(self, name, positive_int(getattr(self, name), name, allow_text=False))
         if not isinstance(self.method, str):
             raise ValueError(f"method must be a measure name, got {self.method!r}")
         measure(self.method)

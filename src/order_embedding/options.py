@@ -41,12 +41,15 @@ def boolean(value: Any, name: str = "value") -> bool:
     raise OptionError(f"{name} must be true or false (or 1/0, yes/no), got {value!r}")
 
 
-def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
-    """A whole number (an ``int``, a NumPy integer, or its decimal text), at least ``minimum`` when given.
+def integer(value: Any, name: str = "value", minimum: int | None = None, *, maximum: int | None = None,
+            allow_text: bool = True) -> int:
+    """A whole number (an ``int``, a NumPy integer, or its decimal text), at least ``minimum`` and at most
+    ``maximum`` when given.
 
     The one whole-number rule of the package: options, configs and the arguments of the Python API.
+    ``allow_text=False`` refuses the text form, for values that are never typed (JSON records, Python arguments).
     """
-    if isinstance(value, str):
+    if isinstance(value, str) and allow_text:
         try:
             value = int(value.strip(), 10)
         except ValueError:
@@ -56,12 +59,14 @@ def integer(value: Any, name: str = "value", minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise OptionError(f"{name} must be a whole number at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise OptionError(f"{name} must be a whole number at most {maximum}, got {value}")
     return value
 
 
-def positive_int(value: Any, name: str = "value") -> int:
+def positive_int(value: Any, name: str = "value", *, allow_text: bool = True) -> int:
     """A whole number >= 1 (counts: batch sizes, epochs, dimensions, k)."""
-    return integer(value, name, 1)
+    return integer(value, name, 1, allow_text=allow_text)
 
 
 def number(value: Any, name: str = "value", minimum: float | None = None, above: float | None = None) -> float:
@@ -160,6 +165,16 @@ def at_least(minimum: int) -> Callable[[Any, str], int]:
     return parse
 
 
+#: The largest seed: 32 bits, which every seeding function takes (torch.manual_seed stops at 2**64 - 1, NumPy's
+#: RandomState at 2**32 - 1) and which a JSON reader keeps exact.
+MAX_SEED = 2**32 - 1
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    """A random seed: a whole number from 0 to :data:`MAX_SEED`."""
+    return integer(value, name, 0, maximum=MAX_SEED)
+
+
 def positive_number(value: Any, name: str = "value") -> float:
     """A finite number > 0."""
     return number(value, name, above=0.0)
@@ -232,7 +247,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("backbone_lrate", None, optional(positive_number), "learning rate of a trained backbone (null: lrate)"),
     Option("image_root", None, optional(text), "folder the data's image files are relative to (null: the data folder)", True),
     Option("valid_split", "dev", plain_name, "split validated during training"),
-    Option("seed", 1234, at_least(0), "seed of the initialisation and the batch order"),
+    Option("seed", 1234, seed, "seed of the initialisation and the batch order"),
     Option("device", None, optional(device), "torch device (null: CUDA when present)", True),
     Option("resume", False, boolean, "continue save_dir/name from its last checkpoint (same result as one uninterrupted run)", True),
     Option("verbose", True, boolean, "progress bar and log lines", True),

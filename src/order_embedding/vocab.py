@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .options import integer
 from .runs import RunError, load_json, save_json
 
 EOS = 0
@@ -25,8 +26,8 @@ class Vocabulary:
 
     def __init__(self, words: Sequence[str], n_words: int | None = None, lowercase: bool = False) -> None:
         words = list(words)
-        if n_words is not None and (isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 2):
-            raise ValueError(f"n_words must be an integer >= 2 (end-of-sentence and unknown) or None, got {n_words!r}")
+        if n_words is not None:  # at least the end-of-sentence and unknown ids
+            n_words = integer(n_words, "n_words", 2, allow_text=False)
         if not isinstance(lowercase, bool):
             raise ValueError(f"lowercase must be true or false, got {lowercase!r}")
         index: dict[str, int] = {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..demo import FULL, QUICK, format_demo, run_demo, write_json
 from .help import parser_texts
-from .types import COUNT0
+from .types import SEED
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"a small version ({QUICK.n_train:,} training images, {QUICK.max_epochs} epochs per model) "
                         "that finishes in about a minute on two idle cores")
-    p.add_argument("--seed", type=COUNT0, default=0, help="seed of the generated world and the training (default: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the generated world and the training (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a world and models in the folder that were made with other settings")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")

@@ -18,6 +18,7 @@ from ..options import (
     plain_name,
     positive_int,
     positive_number,
+    seed,
 )
 
 Rule = Callable[[Any, str], Any]
@@ -39,6 +40,8 @@ def flag(rule: Rule, name: str = "value") -> Callable[[str], Any]:
 COUNT = flag(positive_int)
 #: ``type=`` for counts that may be 0 (worker processes, held-out sizes).
 COUNT0 = flag(lambda v, n: integer(v, n, 0))
+#: ``type=`` for a random seed (0 to 2**32 - 1).
+SEED = flag(seed)
 #: ``type=`` for a positive finite number (learning rates).
 POSITIVE = flag(positive_number)
 #: ``type=`` for a finite number >= 0 (margins).

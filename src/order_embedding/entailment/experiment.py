@@ -52,7 +52,7 @@ OPTIONS: tuple[options.Option, ...] = (
                    "training, under a minute"),
     options.Option("scenes", None, options.optional(options.positive_int), "scenes of the generated corpus per "
                    "split", metavar=("TRAIN", "DEV", "TEST"), nargs=3),
-    options.Option("corpus_seed", 0, options.at_least(0), "seed of the generated corpus"),
+    options.Option("corpus_seed", 0, options.seed, "seed of the generated corpus"),
     options.shared("dim", 1024, "sentence-vector (GRU state) size"),
     options.shared("dim_word", 300, "word-vector size"),
     options.shared("margin", 0.2, "hinge margin for pairs that are not entailed", rule=options.positive_number),
@@ -304,7 +304,7 @@ def train_variant(name: str, data: dict[str, Encoded], vocab: Vocabulary, config
     trainee = EntailmentTrainee(name, data, vocab, config, run_dir, saved, thresholds, device)
     files = loop.RunFiles(run_dir, runs.checkpoint_name(name), {"model": name}, tensorboard=tensorboard)
     schedule = loop.Schedule(config.max_epochs, config.validFreq, config.dispFreq)
-    state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
+    state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(config.max_epochs, trainee.n_batches))
     trainee.net.train()
     state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     trainee.best_net.eval()

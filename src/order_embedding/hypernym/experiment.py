@@ -307,7 +307,7 @@ def train_embeddings(
     files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
     schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
-        state, resumed = loop.start_state(files, trainee, trainee.rng, progress)
+        state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(cfg.max_epochs, trainee.per_epoch))
         state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
     test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.measure), test_labels, trainee.threshold)

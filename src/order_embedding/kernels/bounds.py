@@ -30,6 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from tqdm import tqdm
 
+from ..options import positive_int
 from .common import (
     NO_IMAGE,
     TILE,
@@ -355,8 +356,7 @@ def order_topk_bounded(s: np.ndarray, im, bounds, step: float, k: int, progress:
         raise ValueError(f"images must be float16 or float32, got {im.dtype}")
     if padded_dim(dim) > MAX_DIM:
         raise ValueError(f"the bound kernel handles dimensions up to {MAX_DIM}, got {dim}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k", allow_text=False)
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"the bound step must be a positive number, got {step!r}")
     k = min(int(k), n_im)

@@ -20,6 +20,7 @@ import torch
 from numba import njit, prange
 from tqdm import tqdm
 
+from ..options import positive_int
 from .common import (
     CACHE_IMAGES,
     FASTMATH,
@@ -226,8 +227,7 @@ def order_topk(s: np.ndarray, im: np.ndarray, k: int, progress: bool = False) ->
         raise ValueError(f"captions and images must be 2-D matrices, got shapes {s.shape} and {shape}")
     if s.shape[1] != shape[1]:
         raise ValueError(f"captions have dimension {s.shape[1]} but images have dimension {shape[1]}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k", allow_text=False)
     n_q, dim = s.shape
     n_im = shape[0]
     k = min(int(k), n_im)
@@ -284,7 +284,7 @@ def cosine_topk(s: np.ndarray, im, k: int, block: int = COSINE_BLOCK) -> tuple[n
     """
     s = np.ascontiguousarray(s, dtype=np.float32)
     n_im = im.shape[0]
-    k = min(int(k), n_im)
+    k = min(positive_int(k, "k", allow_text=False), n_im)
     best_e = np.empty((len(s), 0), np.float32)
     best_i = np.empty((len(s), 0), np.int64)
     for b0 in range(0, n_im, block):

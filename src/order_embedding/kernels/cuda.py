@@ -39,6 +39,8 @@ try:
 except ImportError:  # Triton is optional; only the CUDA functions below need it.
     triton = None
 
+from ..options import positive_int
+
 #: Rows of one packed panel (every tile's BLOCK_M and BLOCK_N divide it).
 PANEL = 128
 #: The packed dimension is zero-padded to a multiple of this (every BLOCK_K divides it).
@@ -305,10 +307,8 @@ def order_topk_cuda(s: torch.Tensor | Packed, im: torch.Tensor | Packed, k: int,
     ``progress`` shows a progress bar over the blocks.
     """
     _check(s, im, "order_topk_cuda")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"order_topk_cuda: k must be a positive integer, got {k!r}")
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"order_topk_cuda: block must be a positive integer, got {block!r}")
+    k = positive_int(k, "order_topk_cuda: k", allow_text=False)
+    block = positive_int(block, "order_topk_cuda: block", allow_text=False)
     _check_device(s.device, "order_topk_cuda")
     n, m = s.shape[0], im.shape[0]
     if m >= 1 << 31:
