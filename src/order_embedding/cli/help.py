@@ -108,9 +108,11 @@ COMMANDS: dict[str, CommandHelp] = {
          "order-embedding index search index --queries queries.txt --json"),
     ),
     "serve": CommandHelp(
-        "start the web app: runs, training curves, recall curves, result browser, search",
-        "Serve a web app over the run folders under RUNS_DIR, read live as they are written: the runs and their "
-        "hyperparameters, training curves, recall curves, a browser of each query's top 10 and a search box. It "
+        "start the web app: runs, results, curves, comparisons, result browser, search, pair probe",
+        "Serve a web app over the run folders under RUNS_DIR, read live as they are written: the runs with their "
+        "kind, status and every option; each run's recorded results with their baselines; training and recall "
+        "curves; two or more runs compared side by side; a browser of each query's top 10 with every true match "
+        "marked where the data says; a search box; and a probe giving E(a, b) and E(b, a) for two sentences. It "
         "listens on 127.0.0.1 unless --host says otherwise, and writes nothing. Needs the 'serve' extra.",
         ("order-embedding serve demo/runs --images demo/data",),
     ),
