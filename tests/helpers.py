@@ -39,3 +39,19 @@ REAL_CAPTIONS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" /
 
 needs_real_captions = pytest.mark.skipif(not REAL_CAPTIONS.is_file(),
                                          reason=f"needs the real COCO captions at {REAL_CAPTIONS}")
+
+
+class Ran:
+    """What one in-process run of the command line gave: exit status and standard error."""
+
+    def __init__(self, capsys, argv: tuple[object, ...]) -> None:
+        from order_embedding.cli import main
+
+        capsys.readouterr()
+        self.returncode = main([str(a) for a in argv])
+        self.stderr = capsys.readouterr().err
+
+
+def run(capsys, *argv: object) -> Ran:
+    """The command line in this process."""
+    return Ran(capsys, argv)

@@ -19,25 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_tiny_dataset
+from helpers import Ran, run
 
 from order_embedding.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
-
-
-class Ran:
-    """What one in-process run of the command line gave: exit status and standard error."""
-
-    def __init__(self, capsys, argv: tuple[object, ...]) -> None:
-        capsys.readouterr()
-        self.returncode = main([str(a) for a in argv])
-        self.stderr = capsys.readouterr().err
-
-
-def run(capsys, *argv: object) -> Ran:
-    """The command line in this process."""
-    return Ran(capsys, argv)
 
 
 def refused(result: Ran, *needles: str, code: int = 2) -> str:

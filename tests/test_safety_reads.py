@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_tiny_dataset
-from helpers import free_port
+from helpers import Ran, free_port, run
 
 from order_embedding import runs
 from order_embedding.cli import main
@@ -35,20 +35,6 @@ def cli(*argv: object, timeout: float = 60) -> subprocess.CompletedProcess:
     """The command line in a fresh process, stopped after ``timeout`` seconds (a hang fails the test)."""
     return subprocess.run([sys.executable, "-m", "order_embedding", *map(str, argv)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": SRC}, timeout=timeout)
-
-
-class Ran:
-    """What one in-process run of the command line gave: exit status and standard error."""
-
-    def __init__(self, capsys, argv: tuple[object, ...]) -> None:
-        capsys.readouterr()
-        self.returncode = main([str(a) for a in argv])
-        self.stderr = capsys.readouterr().err
-
-
-def run(capsys, *argv: object) -> Ran:
-    """The command line in this process."""
-    return Ran(capsys, argv)
 
 
 def refused(result: Ran | subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:

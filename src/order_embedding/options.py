@@ -271,6 +271,11 @@ def shared(name: str, default: Any = None, help: str | None = None, **changes: A
     command's default (and meaning, when it says more)."""
     base = BY_NAME[name]
     return replace(base, default=base.default if default is None else default, help=help or base.help, **changes)
+
+
+#: ``--resume`` of the experiments that train several models into one run folder.
+RESUME_RUN = shared("resume", help="continue save_dir/name from its last checkpoints (same result as one uninterrupted run)")
+
 #: The defaults: the original driver's (reference section 3) plus this project's options.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 #: The paper's two models (reference section 3).

@@ -72,8 +72,7 @@ OPTIONS: tuple[options.Option, ...] = (
     options.shared("save_dir"),
     options.shared("name", "entailment"),
     options.shared("device", help="torch device (null: CUDA when present)"),
-    options.shared("resume", help="continue save_dir/name from its last checkpoints (same result as one "
-                   "uninterrupted run)"),
+    options.RESUME_RUN,
     options.JSON,
     options.TENSORBOARD,
     options.THREADS,

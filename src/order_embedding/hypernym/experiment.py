@@ -58,8 +58,7 @@ OPTIONS: tuple[options.Option, ...] = (
     options.NO_SYMMETRIC,
     options.shared("save_dir"),
     options.shared("name", "hypernym"),
-    options.shared("resume", help="continue save_dir/name from its last checkpoints (same result as one "
-                   "uninterrupted run)"),
+    options.RESUME_RUN,
     options.JSON,
     options.TENSORBOARD,
     options.THREADS,
