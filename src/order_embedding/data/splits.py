@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import runs
+from ..options import DEFAULTS
 
 DATA_ENV = "ORDER_EMBEDDING_DATA"
 DEFAULT_DATA_ROOT = "./data"
@@ -149,7 +150,7 @@ def resolve_data_dir(data: str | os.PathLike) -> Path:
 
 
 def load_split(
-    path: str | os.PathLike, split: str, cnn: str = "10crop", image_root: str | os.PathLike | None = None
+    path: str | os.PathLike, split: str, cnn: str = DEFAULTS["cnn"], image_root: str | os.PathLike | None = None
 ) -> Split:
     """Load one split from a data folder (or Karpathy JSON file), detecting its layout.
 
