@@ -33,6 +33,19 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 TINY_MODEL = dict(dim=12, dim_word=8, dim_image=16, batch_size=16, dispFreq=1, validFreq=4, verbose=False)
+#: The same tiny model as command-line flags.
+TINY_FLAGS = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
+
+
+def train_tiny_run(root: Path, max_epochs: int) -> tuple[Path, Path]:
+    """A tiny data set under ``root/data`` and one run trained on it through the command line,
+    ``root/runs/r``: ``(data folder, run folder)``."""
+    from order_embedding.cli import main
+
+    data = write_tiny_dataset(root / "data")
+    assert main(["train", "--data", str(data), "--save_dir", str(root / "runs"), "--name", "r",
+                 "--max_epochs", str(max_epochs), *TINY_FLAGS]) == 0
+    return data, root / "runs" / "r"
 
 
 @pytest.fixture

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
+from conftest import TINY_FLAGS as TINY
+from conftest import train_tiny_run, write_tiny_dataset
 
 from order_embedding import inference as api
 from order_embedding import legacy, options, runs, train
 from order_embedding.cli import main
 from order_embedding.data.splits import InputWarning
 
-TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -58,10 +58,8 @@ def cli(*argv: str, cwd: Path | None = None, prefix: tuple[str, ...] = ()) -> su
 def world(tmp_path_factory):
     """A tiny data set and one trained run (order model), shared by the cases that only read them."""
     root = tmp_path_factory.mktemp("world")
-    data = write_tiny_dataset(root / "data")
-    assert main(["train", "--data", str(data), "--save_dir", str(root / "runs"), "--name", "r",
-                 "--max_epochs", "2", *TINY]) == 0
-    return root, data, root / "runs" / "r"
+    data, run = train_tiny_run(root, max_epochs=2)
+    return root, data, run
 
 
 @pytest.fixture

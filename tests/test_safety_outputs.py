@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_dataset
+from conftest import train_tiny_run
 from helpers import Ran, run
 
-from order_embedding.cli import main
-
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
 
 
 def refused(result: Ran, *needles: str, code: int = 2) -> str:
@@ -50,9 +47,7 @@ def hashes(*roots: Path) -> dict[str, str]:
 def world(tmp_path_factory):
     """A tiny data set, one trained run and a feature file, shared by the cases that must leave them unchanged."""
     root = tmp_path_factory.mktemp("safety")
-    data = write_tiny_dataset(root / "data")
-    assert main(["train", "--data", str(data), "--save_dir", str(root / "runs"), "--name", "r",
-                 "--max_epochs", "1", *TINY]) == 0
+    data, _ = train_tiny_run(root, max_epochs=1)
     feats = root / "feats.npy"
     shutil.copy(data / "images" / "10crop" / "test.npy", feats)
     (root / "caps.txt").write_text("a red thing\nthe blue one\n")

@@ -20,14 +20,14 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_dataset
+from conftest import TINY_FLAGS as TINY
+from conftest import train_tiny_run
 from helpers import Ran, free_port, run
 
 from order_embedding import runs
 from order_embedding.cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-TINY = ["--dim", "12", "--dim_word", "8", "--dim_image", "16", "--batch_size", "16", "--validFreq", "4", "--quiet"]
 DEEP = 200_000
 
 
@@ -55,9 +55,7 @@ def hashes(root: Path) -> dict[str, str]:
 def world(tmp_path_factory):
     """A tiny data set, one trained run, its index and a caption file."""
     root = tmp_path_factory.mktemp("reads")
-    data = write_tiny_dataset(root / "data")
-    assert main(["train", "--data", str(data), "--save_dir", str(root / "runs"), "--name", "r",
-                 "--max_epochs", "1", *TINY]) == 0
+    data, _ = train_tiny_run(root, max_epochs=1)
     feats = data / "images" / "10crop" / "test.npy"
     assert main(["index", "build", str(root / "runs" / "r"), str(feats), "--out", str(root / "idx")]) == 0
     (root / "caps.txt").write_text("a red thing\nthe blue one\nred blue\n")
