@@ -59,19 +59,19 @@ def test_config_takes_whole_numbers_only() -> None:
     for bad in (2.5, True, 0):
         with pytest.raises(ValueError, match="dim must be a whole number"):
             EntailmentModelConfig(n_words=10, dim=bad)
-    assert EntailmentModelConfig(n_words=10, dim=3, measure="symmetric").measure == "cosine"
+    assert EntailmentModelConfig(n_words=10, dim=3, method="symmetric").method == "cosine"
 
 
 def test_sentence_vectors_are_the_absolute_final_gru_state() -> None:
     torch.manual_seed(0)
-    net = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, measure="order"))
+    net = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, method="order"))
     tokens, lengths = pad_batch([[2, 3, 4], [5]])
     v = net.encode_text(tokens, lengths)
     # the state after the tokens and one end-of-sentence step, one sentence at a time through nn.GRU
     for row, ids in enumerate([[2, 3, 4, 0], [5, 0]]):
         _, h = net.text.gru(net.text.embedding(torch.tensor([ids])))
         torch.testing.assert_close(v[row], h[0, 0].abs())
-    sym = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, measure="cosine"))
+    sym = EntailmentModel(EntailmentModelConfig(n_words=10, dim_word=4, dim=6, method="cosine"))
     torch.testing.assert_close(sym.encode_text(tokens, lengths).norm(dim=1), torch.ones(2))
 
 

@@ -93,8 +93,8 @@ def test_threshold_bad_input() -> None:
         best_threshold(np.array([1.0, np.nan]), np.array([True, False]))
 
 
-@pytest.mark.parametrize("measure", ["order", "symmetric"])
-def test_train_step_equals_dense_adam_through_the_whole_table(measure: str) -> None:
+@pytest.mark.parametrize("method", ["order", "symmetric"])
+def test_train_step_equals_dense_adam_through_the_whole_table(method: str) -> None:
     # The reference: clamp the whole table, autograd through the lookup (a dense gradient), and
     # textbook single-tensor Adam over every row. Each batch reads rows of one half of the table
     # only, so the other half goes untouched for several steps and keeps moving with decaying moments.
@@ -112,15 +112,15 @@ def test_train_step_equals_dense_adam_through_the_whole_table(measure: str) -> N
     grad = torch.zeros_like(weight)
     ref = torch.nn.Parameter(start.clone())
     ref_opt = torch.optim.Adam([ref], lr=0.05, foreach=False)
-    visible = (lambda w: w.detach().clamp(min=0)) if measure == "order" else (lambda w: w.detach())
+    visible = (lambda w: w.detach().clamp(min=0)) if method == "order" else (lambda w: w.detach())
     for k, (pairs, labels) in enumerate(batches):
         before = ref.detach().clone()
-        loss = train_step(weight, grad, opt, pairs, labels, measure, 1.0)
+        loss = train_step(weight, grad, opt, pairs, labels, method, 1.0)
         with torch.no_grad():
-            if measure == "order":
+            if method == "order":
                 ref.clamp_(min=0)
         ref_opt.zero_grad()
-        ref_loss = pair_hinge_loss(pair_errors(ref[pairs[:, 0]], ref[pairs[:, 1]], measure), labels, 1.0, "mean")
+        ref_loss = pair_hinge_loss(pair_errors(ref[pairs[:, 0]], ref[pairs[:, 1]], method), labels, 1.0, "mean")
         ref_loss.backward()
         ref_opt.step()
         assert loss == pytest.approx(ref_loss.item(), rel=1e-12)
@@ -158,20 +158,20 @@ def test_learning_rate_schedule() -> None:
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown measure"):
-        HypernymConfig(measure="poincare")
+        HypernymConfig(method="poincare")
     with pytest.raises(ValueError, match="dim must be a whole number at least 1"):
         HypernymConfig(dim=0)
     with pytest.raises(ValueError, match="dim must be a whole number"):
         HypernymConfig(dim=2.5)
     with pytest.raises(ValueError, match="margin must be greater than 0"):
         HypernymConfig(margin=0)
-    assert HypernymConfig(measure="symmetric").measure == "cosine"  # the model's name, read as its measure
+    assert HypernymConfig(method="symmetric").method == "cosine"  # the model's name, read as its measure
 
 
 def test_run_folder_on_tiny_wordnet(tmp_path: Path) -> None:
     write_wordnet(tmp_path / "wn", TINY)
     data = build_dataset(read_wordnet(tmp_path / "wn"), seed=0, dev_size=3, test_size=3)
-    configs = [HypernymConfig(measure=m, dim=4, max_epochs=3, batch_size=4, validFreq=2) for m in ("order", "cosine")]
+    configs = [HypernymConfig(method=m, dim=4, max_epochs=3, batch_size=4, validFreq=2) for m in ("order", "cosine")]
     results = run_experiment(data, configs, run_dir=tmp_path / "run", source={"wordnet": "tiny"}, progress=False)
     run = tmp_path / "run"
     config = runs.load_json(run / runs.CONFIG)

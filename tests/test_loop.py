@@ -63,7 +63,7 @@ def tiny_wordnet(tmp_path):
 
 def _hypernym_configs():
     # 10 training edges + 10 negatives in batches of 3: 7 updates an epoch, validated every 4 and at each epoch's end
-    return [hypernym.HypernymConfig(measure=m, dim=4, max_epochs=3, batch_size=3, validFreq=4, lr_decay=True)
+    return [hypernym.HypernymConfig(method=m, dim=4, max_epochs=3, batch_size=3, validFreq=4, lr_decay=True)
             for m in ("order", "cosine")]
 
 
@@ -87,7 +87,7 @@ def test_hypernym_resumed_after_an_interruption_equals_an_uninterrupted_run(tiny
 
 def test_hypernym_resume_refuses_other_settings(tiny_wordnet, tmp_path):
     hypernym.run_experiment(tiny_wordnet, _hypernym_configs(), run_dir=tmp_path / "r", progress=False)
-    other = [hypernym.HypernymConfig(measure="order", dim=5, max_epochs=3, batch_size=3, validFreq=4)]
+    other = [hypernym.HypernymConfig(method="order", dim=5, max_epochs=3, batch_size=3, validFreq=4)]
     with pytest.raises(ValueError, match="other 'model' settings"):
         hypernym.run_experiment(tiny_wordnet, other, run_dir=tmp_path / "r", progress=False, resume=True)
 

@@ -43,14 +43,14 @@ def test_measures_keep_type_and_match_formula():
         measures.measure("euclid")
 
 
-@pytest.mark.parametrize("measure,margin", [("order", 0.05), ("cosine", 0.2)])
+@pytest.mark.parametrize("method,margin", [("order", 0.05), ("cosine", 0.2)])
 @pytest.mark.parametrize("hardest", [False, True])
-def test_contrastive_loss_matches_direct_sum(measure, margin, hardest):
+def test_contrastive_loss_matches_direct_sum(method, margin, hardest):
     rng = np.random.default_rng(1)
     s = np.abs(rng.normal(size=(6, 4))) * 0.3
     im = np.abs(rng.normal(size=(6, 4))) * 0.3
-    E = direct_order(s, im) if measure == "order" else -(s @ im.T)
-    got = contrastive_loss(torch.tensor(s), torch.tensor(im), measure, margin, max_violation=hardest)
+    E = direct_order(s, im) if method == "order" else -(s @ im.T)
+    got = contrastive_loss(torch.tensor(s), torch.tensor(im), method, margin, max_violation=hardest)
     assert got.item() == pytest.approx(direct_loss(E, margin, hardest), rel=1e-9)
 
 

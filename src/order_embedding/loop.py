@@ -357,7 +357,7 @@ def check_new_or_resumed(run_dir: Path, config: dict[str, Any], resume: bool) ->
     if not resume:
         raise ValueError(f"{run_dir} already holds a run; choose another --name or --save_dir, "
                          "or continue it with --resume")
-    recorded = runs.load_json(path)
+    recorded = runs.load_config(path)
     if not isinstance(recorded, dict):
         raise runs.RunError(f"{path}: not a JSON object")
     for section, value in config.items():

@@ -7,10 +7,11 @@ import torch
 from . import measures
 
 
+@measures.measure_keyword
 def contrastive_loss(
     s: torch.Tensor,
     im: torch.Tensor,
-    measure: str = "order",
+    method: str = "order",
     margin: float = 0.05,
     max_violation: bool = False,
 ) -> torch.Tensor:
@@ -18,11 +19,12 @@ def contrastive_loss(
 
     With ``E[a, b]`` the error of caption ``a`` against image ``b``, the loss is
     ``sum_{a != b} max(0, m - E[a, b] + E[a, a]) + max(0, m - E[a, b] + E[b, b])``;
-    with ``max_violation`` each sum over negatives becomes its maximum (VSE++).
+    with ``max_violation`` each sum over negatives becomes its maximum (VSE++); ``method`` names the
+    measure (``order`` or ``cosine``).
     """
     if s.shape != im.shape:
         raise ValueError(f"caption and image batches differ in shape: {tuple(s.shape)} vs {tuple(im.shape)}")
-    errors = measures.measure(measure).errors(s, im)
+    errors = measures.measure(method).errors(s, im)
     diagonal = errors.diagonal()
     off = ~torch.eye(errors.shape[0], dtype=torch.bool, device=errors.device)
     cost_im = (margin - errors + diagonal.view(-1, 1)).clamp(min=0) * off

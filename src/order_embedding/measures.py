@@ -1,21 +1,25 @@
 """The two measures of the paper: the order-violation penalty and the cosine baseline.
 
 A measure is called ``order`` or ``cosine`` everywhere (options, configs, run folders,
-Python arguments); :data:`MEASURES` is their one registry. The paper's two *models* are
+Python arguments); :data:`MEASURES` is their one registry. The parameter that names it is
+``method`` everywhere (the original's hyperparameter name): options, config fields, JSON
+keys (``methods`` for one per model), keyword arguments. The paper's two *models* are
 named after them: the order model uses the ``order`` measure, and the symmetric model
 uses the ``cosine`` measure. ``symmetric`` is the model's name, never the measure's;
 where it was accepted as a measure before, :func:`measure_name` still reads it, with a
-deprecation notice.
+deprecation notice, and where the parameter was called ``measure``, :func:`measure_keyword`
+still accepts that keyword.
 
 Both return an error matrix ``E[a, b]`` of captions ``s`` against images ``im``
 (lower is better) and accept NumPy arrays or torch tensors, returning the same type.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,6 +28,7 @@ from .kernels import cosine_topk, gpu, order_error_grads, order_error_matrix, or
 from .options import positive_int
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Renamed = TypeVar("Renamed")
 
 #: Caption rows processed at once when broadcasting torch tensors, so that a
 #: ``chunk x images x dim`` temporary stays near 64 M elements.
@@ -145,6 +150,35 @@ def measure_name(name: str) -> str:
 def model_name(name: str) -> str:
     """The paper's name of the model that uses measure ``name`` (``order`` or ``symmetric``)."""
     return measure(measure_name(name)).label
+
+
+def _method_keyword(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "measure" in kwargs:
+            if "method" in kwargs:
+                raise TypeError(f"{func.__qualname__}() got both 'method' and its old name 'measure'")
+            warnings.warn("the keyword 'measure' is now called 'method'", DeprecationWarning, stacklevel=2)
+            kwargs["method"] = kwargs.pop("measure")
+        return func(*args, **kwargs)
+    return call
+
+
+def _read_method(self: Any) -> str:
+    warnings.warn("the attribute 'measure' is now called 'method'", DeprecationWarning, stacklevel=2)
+    return self.method
+
+
+def measure_keyword(target: Renamed) -> Renamed:
+    """A function or class whose ``method`` parameter was called ``measure``: the keyword ``measure=`` is
+    still read as ``method=`` (and on a class the attribute ``measure`` as ``method``), with a deprecation
+    notice naming ``method``."""
+    if isinstance(target, type):
+        cls: Any = target
+        cls.__init__ = _method_keyword(cls.__init__)
+        cls.measure = property(_read_method, doc="Deprecated name of ``method``.")
+        return target
+    return cast(Renamed, _method_keyword(cast(Callable[..., Any], target)))
 
 
 def paired_errors(method: str, s: torch.Tensor, im: torch.Tensor) -> torch.Tensor:

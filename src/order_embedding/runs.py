@@ -443,6 +443,28 @@ def load_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
     return parse_json(read_regular(path, max_bytes, "JSON file"), path)
 
 
+def _renamed(d: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``d`` with its key ``old`` called ``new``, in the same place (``d`` itself when it has no ``old``,
+    or already a ``new``)."""
+    if old not in d or new in d:
+        return d
+    return {(new if k == old else k): v for k, v in d.items()}
+
+
+def load_config(path: str | os.PathLike) -> Any:
+    """A run's ``config.json`` (see :func:`load_json`), with the keys of older run folders read by today's names:
+    a hypernym or entailment run's ``model.measures`` as ``model.methods``, and each model's
+    ``train.<model>.measure`` as ``method``."""
+    cfg = load_json(path)
+    if not isinstance(cfg, dict) or cfg.get("kind") not in ("hypernym", "entailment"):
+        return cfg
+    if isinstance(cfg.get("model"), dict):
+        cfg["model"] = _renamed(cfg["model"], "measures", "methods")
+    if isinstance(cfg.get("train"), dict):
+        cfg["train"] = {m: _renamed(o, "measure", "method") if isinstance(o, dict) else o for m, o in cfg["train"].items()}
+    return cfg
+
+
 def iter_lines(path: str | os.PathLike, what: str = "file", max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
     """The lines of a regular file as bytes, without their ends: ``\\n``, ``\\r\\n`` and ``\\r`` all end a line.
 

@@ -15,7 +15,7 @@ from .help import parser_texts
 from .threads import torch_threads
 from .types import add_options, with_defaults
 
-#: The options that make up :class:`HypernymConfig`, besides the measure.
+#: The options that make up :class:`HypernymConfig`, besides the measure (``method``).
 CONFIG = ("dim", "max_epochs", "batch_size", "lrate", "margin", "negatives", "filter_negatives", "lr_decay",
           "validFreq", "seed")
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(opt: dict[str, Any]) -> int:
     started = time.time()
-    configs = [HypernymConfig(measure=m, **{k: opt[k] for k in CONFIG})
+    configs = [HypernymConfig(method=m, **{k: opt[k] for k in CONFIG})
                for m in (("order",) if opt["no_symmetric"] else ("order", "cosine"))]
     run_dir = Path(opt["save_dir"]) / opt["name"]
     if opt["json"] is not None:

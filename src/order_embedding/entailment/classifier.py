@@ -31,17 +31,17 @@ def load_entailment(run_dir: str | os.PathLike, variant: str = "order",
                     device: str | torch.device = "cpu") -> EntailmentClassifier:
     """Read a run folder of ``order-embedding entailment``; ``variant`` is ``order`` or ``symmetric``."""
     run_dir = Path(run_dir)
-    cfg = runs.load_json(run_dir / runs.CONFIG)
+    cfg = runs.load_config(run_dir / runs.CONFIG)
     if not isinstance(cfg, dict) or cfg.get("kind") != "entailment":
         kind = cfg.get("kind") if isinstance(cfg, dict) else None
         raise runs.RunError(f"{run_dir} is a {kind!r} run, not an entailment run")
     model = cfg.get("model") or {}
-    trained = model.get("measures") or model.get("methods") or {}  # "methods": runs written before the rename
+    trained = model.get("methods") or {}
     if variant not in trained:
         raise runs.RunError(f"{run_dir}: no {variant!r} model (it has {sorted(trained)})")
     try:
         config = EntailmentModelConfig(n_words=model["n_words"], dim_word=model["dim_word"], dim=model["dim"],
-                                       measure=trained[variant])
+                                       method=trained[variant])
     except (KeyError, TypeError, ValueError) as e:
         raise runs.RunError(f"{run_dir / runs.CONFIG}: bad model section ({e})") from None
     vocab = Vocabulary.load(run_dir / runs.VOCAB)

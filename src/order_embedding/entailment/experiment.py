@@ -137,7 +137,7 @@ def sentence_errors(net: EntailmentModel, vocab: Vocabulary, premises: list[str]
         return np.zeros(0)
     p = torch.from_numpy(encode_texts(net, vocab, net.config.dim, premises, batch_size=512))
     h = torch.from_numpy(encode_texts(net, vocab, net.config.dim, hypotheses, batch_size=512))
-    return pair_errors(p, h, net.config.measure).double().numpy()
+    return pair_errors(p, h, net.config.method).double().numpy()
 
 
 def split_errors(net: EntailmentModel, vocab: Vocabulary, pairs: Pairs) -> np.ndarray:
@@ -353,7 +353,7 @@ def run_experiment(data: dict[str, Pairs], config: EntailmentConfig, run_dir: st
     recorded = {
         "kind": "entailment",
         "model": {"n_words": vocab.size, "dim_word": config.dim_word, "dim": config.dim,
-                  "measures": {v: MODELS[v] for v in variants}},
+                  "methods": {v: MODELS[v] for v in variants}},
         "train": {v: asdict(config) for v in variants},
         "data": {"source": source, "pairs": counts, **{f"{s}_file": data[s].source for s in SPLITS}},
     }

@@ -23,18 +23,19 @@ from ..model import SentenceEncoder, l2norm
 from ..options import positive_int
 
 
+@measures.measure_keyword
 @dataclass
 class EntailmentModelConfig:
-    """Architecture of one variant: vocabulary size, word and sentence dimensions, measure (``order`` or
-    ``cosine``)."""
+    """Architecture of one variant: vocabulary size, word and sentence dimensions, ``method``: the measure
+    (``order`` or ``cosine``)."""
 
     n_words: int
     dim_word: int = 300
     dim: int = 1024
-    measure: str = "order"
+    method: str = "order"
 
     def __post_init__(self) -> None:
-        self.measure = measures.measure_name(self.measure)
+        self.method = measures.measure_name(self.method)
         for name in ("n_words", "dim_word", "dim"):
             setattr(self, name, positive_int(getattr(self, name), name))
 
@@ -44,8 +45,8 @@ class EntailmentModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EntailmentModelConfig:
-        """Build from a dict, rejecting unknown keys by name."""
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        """Build from a dict, rejecting unknown keys by name (``measure`` is read as ``method``, its old name)."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)} - {"measure"})
         if unknown:
             raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
         return cls(**d)
@@ -62,16 +63,18 @@ class EntailmentModel(nn.Module):
     def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Sentence vectors from padded token ids and lengths (end-of-sentence counted)."""
         h = self.text(tokens, lengths)
-        return h.abs() if self.config.measure == "order" else l2norm(h)
+        return h.abs() if self.config.method == "order" else l2norm(h)
 
     def errors(self, premises: torch.Tensor, hypotheses: torch.Tensor) -> torch.Tensor:
         """Error of each aligned (premise, hypothesis) row pair; low means "entailed"."""
-        return pair_errors(premises, hypotheses, self.config.measure)
+        return pair_errors(premises, hypotheses, self.config.method)
 
 
-def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, measure: str) -> torch.Tensor:
-    """Row-wise errors: the hypothesis in the general (caption) role of the measure, the premise in the specific one.
+@measures.measure_keyword
+def pair_errors(premises: torch.Tensor, hypotheses: torch.Tensor, method: str) -> torch.Tensor:
+    """Row-wise errors under the measure ``method``: the hypothesis in the general (caption) role, the premise in
+    the specific one.
 
     The cosine measure's error is its distance ``1 - cos``.
     """
-    return measures.measure(measure).distance(hypotheses, premises)
+    return measures.measure(method).distance(hypotheses, premises)

@@ -25,7 +25,7 @@ import torch
 from .. import loop, options, runs
 from ..evaluation import accuracy_at, best_threshold
 from ..loss import pair_hinge_loss
-from ..measures import MEASURES, MODELS, measure_name, model_name
+from ..measures import MEASURES, MODELS, measure_keyword, measure_name, model_name
 from ..optim import flush_denormals
 from .wordnet import DEFAULT_WORDNET_DIR, HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
@@ -68,14 +68,16 @@ OPTIONS: tuple[options.Option, ...] = (
 BY_NAME = {o.name: o for o in OPTIONS}
 
 
+@measure_keyword
 @dataclass
 class HypernymConfig:
     """Hyperparameters of one embedding model (defaults: the paper's order model), named as :data:`OPTIONS`.
 
-    ``measure`` is ``order`` or ``cosine`` (the symmetric model); every value is checked by its option's rule.
+    ``method`` is the measure, ``order`` or ``cosine`` (the symmetric model); every value is checked by its
+    option's rule.
     """
 
-    measure: str = "order"
+    method: str = "order"
     dim: int = BY_NAME["dim"].default
     max_epochs: int = BY_NAME["max_epochs"].default
     batch_size: int = BY_NAME["batch_size"].default
@@ -88,7 +90,7 @@ class HypernymConfig:
     seed: int = BY_NAME["seed"].default
 
     def __post_init__(self) -> None:
-        self.measure = measure_name(self.measure)
+        self.method = measure_name(self.method)
         for f in fields(self):
             if f.name in BY_NAME:
                 setattr(self, f.name, BY_NAME[f.name].parse(getattr(self, f.name)))
@@ -96,7 +98,7 @@ class HypernymConfig:
     @property
     def model(self) -> str:
         """The model's name: ``order`` or ``symmetric`` (keys of the results and the saved embeddings)."""
-        return model_name(self.measure)
+        return model_name(self.method)
 
 
 @dataclass
@@ -115,18 +117,20 @@ class TrainedEmbeddings:
     config: HypernymConfig = field(repr=False)
 
 
-def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, measure: str) -> torch.Tensor:
-    """Error of each aligned row pair (hyponym, hypernym) under ``measure`` (``order`` or ``cosine``);
+@measure_keyword
+def pair_errors(hyponyms: torch.Tensor, hypernyms: torch.Tensor, method: str) -> torch.Tensor:
+    """Error of each aligned row pair (hyponym, hypernym) under the measure ``method`` (``order`` or ``cosine``);
     low means "is a"."""
-    return MEASURES[measure_name(measure)].distance(hypernyms, hyponyms)
+    return MEASURES[measure_name(method)].distance(hypernyms, hyponyms)
 
 
-def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, measure: str) -> np.ndarray:
+@measure_keyword
+def embedding_errors(embeddings: np.ndarray | torch.Tensor, pairs: np.ndarray, method: str) -> np.ndarray:
     """Errors (float64) of edge rows ``(hyponym, hypernym)`` under fixed embeddings."""
     emb = torch.as_tensor(embeddings)
     p = torch.as_tensor(np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2))
     with torch.no_grad():
-        return pair_errors(emb[p[:, 0]], emb[p[:, 1]], measure).double().numpy()
+        return pair_errors(emb[p[:, 0]], emb[p[:, 1]], method).double().numpy()
 
 
 def labelled(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,18 +162,19 @@ def adam_optimizer(weight: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam([weight], lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
-def forward_rows(weight: torch.nn.Parameter, pairs: torch.Tensor, labels: torch.Tensor, measure: str,
+@measure_keyword
+def forward_rows(weight: torch.nn.Parameter, pairs: torch.Tensor, labels: torch.Tensor, method: str,
                  margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of a batch of (hyponym, hypernym) rows, with the rows read and their gathered copy
     (which receives the gradient); the first half of :func:`train_step`."""
     rows = pairs.reshape(-1)  # hyponym, hypernym, hyponym, hypernym, ...
     with torch.no_grad():
         gathered = weight.detach()[rows]
-        if measure == "order":
+        if method == "order":
             weight.detach().index_copy_(0, rows, gathered.clamp_(min=0))
     gathered.requires_grad_()
     x, z = gathered.view(len(pairs), 2, -1).unbind(1)
-    return pair_hinge_loss(pair_errors(x, z, measure), labels, margin, "mean"), rows, gathered
+    return pair_hinge_loss(pair_errors(x, z, method), labels, margin, "mean"), rows, gathered
 
 
 def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -183,8 +188,9 @@ def apply_rows(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     grad.index_fill_(0, rows, 0)
 
 
+@measure_keyword
 def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.optim.Optimizer, pairs: torch.Tensor,
-               labels: torch.Tensor, measure: str, margin: float) -> float:
+               labels: torch.Tensor, method: str, margin: float) -> float:
     """One update on a batch of (hyponym, hypernym) rows; returns the batch loss.
 
     The same update as clamping the order model's whole table to >= 0 and then running dense
@@ -200,7 +206,7 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     - ``optimizer`` updates the whole table, so untouched rows keep moving with their
       decaying moments.
     """
-    loss, rows, gathered = forward_rows(weight, pairs, labels, measure, margin)
+    loss, rows, gathered = forward_rows(weight, pairs, labels, method, margin)
     apply_rows(weight, grad, optimizer, loss, rows, gathered)
     return float(loss.detach())
 
@@ -211,7 +217,7 @@ class HypernymTrainee:
     def __init__(self, data: HypernymDataset, config: HypernymConfig) -> None:
         self.data, self.cfg = data, config
         n = data.graph.n_nodes
-        init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.measure)]).generate_state(2)
+        init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.method)]).generate_state(2)
         self.rng = np.random.default_rng(sample_seed)
         self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(
             torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
@@ -227,7 +233,7 @@ class HypernymTrainee:
     def current(self) -> torch.Tensor:
         """The embeddings as they are read (the order model's clamped at 0)."""
         w = self.weight.detach()
-        return w.clamp(min=0) if self.cfg.measure == "order" else w
+        return w.clamp(min=0) if self.cfg.method == "order" else w
 
     def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The training edges and fresh random negatives, shuffled, in batches of ``batch_size``."""
@@ -247,7 +253,7 @@ class HypernymTrainee:
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """The mean hinge loss of the batch (the rows it reads are clamped first)."""
         pairs, labels = batch
-        loss, rows, gathered = forward_rows(self.weight, pairs, labels, self.cfg.measure, self.cfg.margin)
+        loss, rows, gathered = forward_rows(self.weight, pairs, labels, self.cfg.method, self.cfg.margin)
         self._pending = rows, gathered
         return loss, len(labels)
 
@@ -259,7 +265,7 @@ class HypernymTrainee:
 
     def validate(self) -> dict[str, Any]:
         """Dev accuracy (percent) at the best threshold; the score is the accuracy as a fraction."""
-        threshold, acc = best_threshold(embedding_errors(self.current(), self.dev_pairs, self.cfg.measure), self.dev_labels)
+        threshold, acc = best_threshold(embedding_errors(self.current(), self.dev_pairs, self.cfg.method), self.dev_labels)
         return {"dev_accuracy": 100 * acc, "threshold": threshold, "score": acc}
 
     def describe(self, result: dict[str, Any]) -> None:
@@ -296,7 +302,7 @@ def train_embeddings(
 ) -> TrainedEmbeddings:
     """Train one model on ``data.train``; keep the parameters of best dev accuracy and report test there.
 
-    With ``run_dir``, train and valid records (tagged with ``"model": measure``) are appended
+    With ``run_dir``, train and valid records (tagged with ``"model"``: the model's name) are appended
     to its ``metrics.jsonl`` (and as scalars to a ``tensorboard`` writer), and training resumes from the
     model's checkpoint there.
     """
@@ -309,7 +315,7 @@ def train_embeddings(
         state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(cfg.max_epochs, trainee.per_epoch))
         state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
-    test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.measure), test_labels, trainee.threshold)
+    test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.method), test_labels, trainee.threshold)
     return TrainedEmbeddings(
         model=cfg.model, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
         dev_accuracy=trainee.dev_accuracy, test_accuracy=test_acc, best_epoch=trainee.best_epoch,
@@ -322,7 +328,7 @@ def run_config(data: HypernymDataset, configs: list[HypernymConfig], source: dic
     g = data.graph
     return {
         "kind": "hypernym",
-        "model": {"n_nodes": g.n_nodes, "dim": {c.model: c.dim for c in configs}, "measures": {c.model: c.measure for c in configs}},
+        "model": {"n_nodes": g.n_nodes, "dim": {c.model: c.dim for c in configs}, "methods": {c.model: c.method for c in configs}},
         "train": {c.model: asdict(c) for c in configs},
         "data": {**source, "seed": data.seed, "nodes": g.n_nodes, "direct_edges": len(g.edges), "edges": len(data.closure),
                  "train": len(data.train), "dev": len(data.dev), "test": len(data.test)},

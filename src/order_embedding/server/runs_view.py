@@ -234,7 +234,7 @@ class RunFolders:
         hit = self._configs.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        cfg = runs.load_json(path)
+        cfg = runs.load_config(path)
         if not isinstance(cfg, dict):
             raise runs.RunError(f"{path}: expected a JSON object")
         self._configs.put(path, (stamp, cfg))
