@@ -103,7 +103,7 @@ def main() -> None:
             grad = torch.zeros_like(weight)
             optimizer = adam_optimizer(weight, cfg.lr)
             if step_name == "train_step":
-                step = functools.partial(train_step, weight, grad, optimizer, measure="order", margin=cfg.margin)
+                step = functools.partial(train_step, weight, grad, optimizer, method="order", margin=cfg.margin)
             else:
                 step = functools.partial(whole_table_step, weight, grad, optimizer, margin=cfg.margin)
             with flush_denormals() if flush else contextlib.nullcontext():
