@@ -14,82 +14,117 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
+from numba import njit, prange
 
 from .. import loop, runs
-from ..measures import order_errors
 from .experiment import RESULTS, HypernymConfig, HypernymTrainee
 from .protocol import method_of, prepare_protocol_run, save_tables, train_trainee
 from .wordnet import HypernymDataset, NounGraph, transitive_closure
 
-#: Synsets whose errors to every synset are computed at once (a block of errors is ``block x synsets``).
-BLOCK = 128
 #: Synsets sampled for the reconstruction measured at each validation (all of them at the end).
-VALID_NODES = 1000
+VALID_NODES = 256
 
 
-def all_errors(embeddings: np.ndarray, hyponyms: np.ndarray, method: str) -> torch.Tensor:
-    """``E[b, v]``: error of the pair (hyponym ``hyponyms[b]``, hypernym ``v``) for every synset ``v`` (float32)."""
-    if method == "order":
-        # sum_i max(0, y_i - x_i)^2 is the caption-image error of (-x, -y)
-        return torch.from_numpy(order_errors(-embeddings[hyponyms], -embeddings))
-    unit = torch.nn.functional.normalize(torch.from_numpy(embeddings), dim=1, eps=1e-8)
-    return 1.0 - unit[torch.from_numpy(hyponyms)] @ unit.T
+@njit(parallel=True, cache=True)
+def _rank_kernel(emb: np.ndarray, cosine: bool, nodes: np.ndarray, starts: np.ndarray, hypernyms: np.ndarray,
+                 rank_sums: np.ndarray, precisions: np.ndarray) -> None:
+    """For each synset ``u = nodes[t]``: the sum of its hypernyms' ranks and its average precision.
+
+    The errors of ``u``'s hypernyms (``hypernyms[starts[u]:starts[u + 1]]``, ascending) are sorted; every
+    other synset's error is then placed among them by binary search into two histograms (hypernyms with
+    error <= x, and < x), whose running sums count the negatives below and tied with each hypernym.
+    """
+    n, d = emb.shape
+    for t in prange(len(nodes)):
+        u = nodes[t]
+        ups = hypernyms[starts[u]:starts[u + 1]]
+        k = len(ups)
+        pos = np.empty(k)
+        for j in range(k):
+            pos[j] = _error(emb, u, ups[j], d, cosine, np.inf)
+        pos.sort()
+        before = np.zeros(k + 1, dtype=np.int64)  # by the count of hypernyms with error <= x
+        upto = np.zeros(k + 1, dtype=np.int64)  # by the count of hypernyms with error < x
+        top = pos[k - 1]
+        p = 0
+        for v in range(n):
+            if p < k and ups[p] == v:
+                p += 1
+                continue
+            if v == u:
+                continue
+            x = _error(emb, u, v, d, cosine, top)
+            if x > top:  # above every hypernym: the common case, no search
+                before[k] += 1
+                upto[k] += 1
+                continue
+            r = np.searchsorted(pos, x, side="right")
+            before[r] += 1
+            while r > 0 and pos[r - 1] == x:
+                r -= 1
+            upto[r] += 1
+        lt = 0
+        le = 0
+        ranks = 0.0
+        ap = 0.0
+        for j in range(k):
+            lt += before[j]  # negatives strictly below the j-th smallest hypernym error
+            le += upto[j]  # negatives at or below it
+            ranks += 1 + lt + 0.5 * (le - lt)
+            hits = np.searchsorted(pos, pos[j], side="right")  # hypernyms at or below it
+            ap += hits / (hits + le)
+        rank_sums[t] = ranks
+        precisions[t] = ap / k
+
+
+@njit(inline="always", cache=True)
+def _error(emb: np.ndarray, u: int, v: int, d: int, cosine: bool, cap: float) -> float:
+    """The error of (hyponym ``u``, hypernym ``v``): order violation, or 1 - dot of unit rows; an order
+    violation is left partly summed once it passes ``cap`` (a sum of squares only grows)."""
+    e = 0.0
+    if cosine:
+        for i in range(d):
+            e += emb[u, i] * emb[v, i]
+        return 1.0 - e
+    for i in range(d):
+        z = emb[v, i] - emb[u, i]
+        if z > 0:
+            e += z * z
+            if e > cap:
+                return e
+    return e
 
 
 def reconstruction_metrics(embeddings: np.ndarray, closure: np.ndarray, method: str,
-                           nodes: np.ndarray | None = None, block: int = BLOCK) -> dict[str, float]:
-    """Mean rank and MAP of the closure's edges (rows ``(hyponym, hypernym)``) under fixed embeddings.
+                           nodes: np.ndarray | None = None) -> dict[str, float]:
+    """Mean rank and MAP (fractions) of the closure's edges (rows ``(hyponym, hypernym)``) under fixed embeddings.
 
     ``nodes``: the hyponyms whose edges are ranked (default: every synset with a hypernym). Each hyponym's
-    errors to all synsets are computed in blocks; its few hypernyms' errors are sorted and the other
-    synsets are counted below each of them by binary search, never sorting all synsets.
+    errors to all synsets are computed once; its few hypernyms' errors are sorted and every other synset is
+    placed among them by binary search, never sorting all synsets.
     """
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if method == "cosine":
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-8)
+    emb = np.ascontiguousarray(emb)
     n = len(emb)
     closure = np.unique(np.asarray(closure, dtype=np.int64).reshape(-1, 2), axis=0)
     starts = np.searchsorted(closure[:, 0], np.arange(n + 1))
     counts = np.diff(starts)
-    if nodes is None:
-        nodes = np.flatnonzero(counts)
-    nodes = np.asarray(nodes, dtype=np.int64)
+    nodes = np.flatnonzero(counts) if nodes is None else np.asarray(nodes, dtype=np.int64)
     if not len(nodes) or (counts[nodes] == 0).any():
         raise ValueError("every ranked synset needs at least one hypernym")
-    rank_sum = ap_sum = 0.0
-    for b0 in range(0, len(nodes), block):
-        us = nodes[b0:b0 + block]
-        k = int(counts[us].max())
-        errors = all_errors(emb, us, method)  # B x n
-        rows = torch.arange(len(us))
-        # each row's hypernyms (padded with the row's own synset) and their errors, sorted; padding at +inf
-        hyper = torch.from_numpy(np.stack([np.r_[closure[starts[u]:starts[u + 1], 1], np.full(k - counts[u], u)]
-                                           for u in us]))
-        real = torch.arange(k)[None, :] < torch.from_numpy(counts[us])[:, None]
-        pos = torch.where(real, errors.gather(1, hyper), torch.tensor(float("inf")))
-        pos, _ = pos.sort(dim=1)
-        # a synset of error x lies below the j-th hypernym iff before <= j, at or below it iff upto <= j
-        before = torch.searchsorted(pos, errors, right=True)  # hypernyms with error <= x
-        upto = torch.searchsorted(pos, errors, right=False)  # hypernyms with error < x
-        drop = torch.zeros_like(errors, dtype=torch.bool)  # hypernyms and the synset itself are not negatives
-        drop[rows[:, None].expand(-1, k)[real], hyper[real]] = True
-        drop[rows, torch.from_numpy(us)] = True
-        lt, le = _counts_below(before, drop, k).double(), _counts_below(upto, drop, k).double()
-        positives_upto = torch.searchsorted(pos, pos, right=True).double()  # hypernyms with error <= each one's
-        ranks = 1 + lt + 0.5 * (le - lt)
-        precision = positives_upto / (positives_upto + le)
-        ones = real.double()
-        rank_sum += float((ranks * ones).sum())
-        ap_sum += float(((precision * ones).sum(1) / ones.sum(1)).sum())
-    return {"mean_rank": rank_sum / float(counts[nodes].sum()), "map": ap_sum / len(nodes)}
-
-
-def _counts_below(bucket: torch.Tensor, drop: torch.Tensor, k: int) -> torch.Tensor:
-    """``out[b, j]``: entries of row ``b`` not dropped whose bucket is at most ``j``, for ``j < k``."""
-    rows, width = bucket.shape[0], k + 2
-    bucket = torch.where(drop, k + 1, bucket) + torch.arange(rows)[:, None] * width
-    hist = torch.bincount(bucket.ravel(), minlength=rows * width).view(rows, width)
-    return hist[:, :k].cumsum(1)
+    rank_sums, precisions = np.zeros(len(nodes)), np.zeros(len(nodes))
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # as --threads says
+    try:
+        _rank_kernel(emb, method == "cosine", nodes, starts, np.ascontiguousarray(closure[:, 1]), rank_sums, precisions)
+    finally:
+        numba.set_num_threads(before)
+    return {"mean_rank": float(rank_sums.sum() / counts[nodes].sum()), "map": float(precisions.mean())}
 
 
 def reconstruction_data(graph: NounGraph, seed: int) -> HypernymDataset:
