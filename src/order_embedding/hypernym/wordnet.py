@@ -343,9 +343,11 @@ GANEA_NEGATIVES_PER_END = 5
 
 
 def without_root(graph: NounGraph, root: str | None = None) -> NounGraph:
-    """The synsets below ``root`` (default: the one synset without hypernyms, ``entity.n.01``), the root removed.
+    """The synsets below ``root`` (default: the one synset without hypernyms, ``entity.n.01``) that keep an
+    edge once the root is removed, and their edges.
 
-    Every closure edge into the root is trivially true, so Ganea et al. leave the root out.
+    Every closure edge into the root is trivially true, so Ganea et al. leave the root out; their
+    vocabulary holds the synsets of the remaining edges (a synset whose only edge led to the root goes too).
     """
     if root is None:
         tops = np.setdiff1d(np.arange(graph.n_nodes), graph.edges[:, 0])
@@ -354,11 +356,12 @@ def without_root(graph: NounGraph, root: str | None = None) -> NounGraph:
         root = graph.names[int(tops[0])]
     sub = graph.descendants(root)
     r = sub.node(root)
-    keep = np.arange(sub.n_nodes) != r
+    edges = sub.edges[(sub.edges != r).all(axis=1)]
+    keep = np.zeros(sub.n_nodes, dtype=bool)
+    keep[edges.ravel()] = True
     new_index = np.cumsum(keep) - 1
-    inside = keep[sub.edges[:, 0]] & keep[sub.edges[:, 1]]
     return NounGraph(offsets=sub.offsets[keep], names=[n for n, k in zip(sub.names, keep) if k],
-                     edges=new_index[sub.edges[inside]])
+                     edges=new_index[edges])
 
 
 def transitive_reduction(closure: np.ndarray, n_nodes: int) -> np.ndarray:
