@@ -1,8 +1,8 @@
 """Variants of the hypernym experiment's order model on the paper's split, chosen on dev.
 
 Runs ``order-embedding hypernym --no-symmetric --threads 1 --quiet`` once per (variant, seed) whose
-``--json`` is not yet in ``OUT`` (so an interrupted sweep continues where it stopped), one at a time,
-and prints one row per variant: its options and the order model's dev accuracy per seed. Test
+``--json`` is not yet in ``OUT`` (with ``--resume``, so an interrupted run continues from its checkpoint),
+one at a time, and prints one row per variant: its options and the order model's dev accuracy per seed. Test
 accuracy is printed only with ``--test``, once a variant has been chosen on dev, as mean ± sd over the
 seeds, beside the transitive-closure baseline of the same splits.
 
@@ -52,7 +52,7 @@ def run(out: Path, variant: str, seed: int, dry_run: bool) -> Path:
     if not path.exists():
         cmd = [sys.executable, "-m", "order_embedding", "hypernym", "--no-symmetric", "--threads", "1", "--quiet",
                "--seed", str(seed), "--save_dir", str(out / "runs"), "--name", f"{variant}.s{seed}",
-               "--json", str(path), *VARIANTS[variant]]
+               "--json", str(path), "--resume", *VARIANTS[variant]]
         print(" ".join(cmd[1:]), flush=True)
         if not dry_run:
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
