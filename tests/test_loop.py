@@ -207,6 +207,7 @@ def test_nan_loss_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
         return loss * math.nan if count["n"] == 5 else loss
 
     monkeypatch.setattr(hypernym, "pair_hinge_loss", poisoned)
+    monkeypatch.setattr(hypernym, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every validation
     assert main(["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3",
                  "--dim", "4", "--batch-size", "3", "--validFreq", "2", "--save_dir", str(tmp_path), "--name", "h",
                  "--quiet"]) == 2
