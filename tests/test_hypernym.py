@@ -22,6 +22,7 @@ from order_embedding.hypernym.experiment import (
     pair_errors,
     run_experiment,
     train_step,
+    training_negatives,
 )
 from order_embedding.hypernym.wordnet import (
     HypernymDataset,
@@ -148,6 +149,27 @@ def test_closure_baseline_by_hand(tmp_path: Path) -> None:
     assert base["dev_accuracy"] == pytest.approx(4 / 6)
     # test: 3->1 implied, 7->6 not; both negatives absent
     assert base["test_accuracy"] == pytest.approx(3 / 4)
+
+
+@pytest.mark.parametrize("negatives, filtered, reversed_", [(1, False, False), (3, True, False), (2, True, True),
+                                                             (1, False, True)])
+def test_training_negatives_by_brute_force(tmp_path: Path, negatives: int, filtered: bool, reversed_: bool) -> None:
+    write_wordnet(tmp_path, TINY)
+    data = build_dataset(read_wordnet(tmp_path), seed=0, dev_size=2, test_size=2)
+    config = HypernymConfig(negatives=negatives, filter_negatives=filtered, reversed_negatives=reversed_)
+    rows = training_negatives(data, config, np.random.default_rng(5))
+    train = [tuple(e) for e in data.train.tolist()]
+    assert len(rows) == len(train) * (negatives + reversed_)
+    for k, (a, b) in enumerate(rows.tolist()[:negatives * len(train)]):
+        x, y = train[k % len(train)]  # the k-th drawn row corrupts one end of its training edge
+        assert (a == x) or (b == y)
+        if filtered:
+            assert (a, b) not in train
+    if reversed_:
+        assert [tuple(r) for r in rows.tolist()[negatives * len(train):]] == [(y, x) for x, y in train]
+    if filtered:  # unfiltered draws do hit training edges on this 10-synset graph, so the filter is what removes them
+        unfiltered = training_negatives(data, HypernymConfig(negatives=negatives), np.random.default_rng(5))
+        assert any(tuple(r) in train for r in unfiltered.tolist())
 
 
 def test_learning_rate_schedule() -> None:

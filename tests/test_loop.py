@@ -85,6 +85,21 @@ def test_hypernym_resumed_after_an_interruption_equals_an_uninterrupted_run(tiny
     assert _metrics(tmp_path / "whole")[-1]["event"] == "finished"
 
 
+@pytest.mark.parametrize("seconds", [math.inf, 0.0])
+def test_checkpoints_at_each_epoch_end_and_validations_no_more_often_than_the_interval(
+        tiny_wordnet, tmp_path, monkeypatch, seconds):
+    monkeypatch.setattr(hypernym, "CHECKPOINT_SECONDS", seconds)
+    written = []
+    real = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, trainee, state: (written.append(state.uidx),
+                                                                                 real(path, trainee, state)))
+    hypernym.run_experiment(tiny_wordnet, _hypernym_configs()[:1], run_dir=tmp_path / "r", progress=False)
+    per_epoch = math.ceil(2 * len(tiny_wordnet.train) / 3)  # one negative per edge, batches of 3
+    epoch_ends = {per_epoch * e for e in (1, 2, 3)}
+    validations = set(range(4, 3 * per_epoch + 1, 4)) | epoch_ends  # validFreq 4
+    assert written == sorted(epoch_ends if seconds == math.inf else validations)
+
+
 def test_hypernym_resume_refuses_other_settings(tiny_wordnet, tmp_path):
     hypernym.run_experiment(tiny_wordnet, _hypernym_configs(), run_dir=tmp_path / "r", progress=False)
     other = [hypernym.HypernymConfig(method="order", dim=5, max_epochs=3, batch_size=3, validFreq=4)]
@@ -192,6 +207,7 @@ def test_nan_loss_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys):
         return loss * math.nan if count["n"] == 5 else loss
 
     monkeypatch.setattr(hypernym, "pair_hinge_loss", poisoned)
+    monkeypatch.setattr(hypernym, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint at every validation
     assert main(["hypernym", "--wordnet", str(tmp_path / "wn"), "--dev-size", "3", "--test-size", "3",
                  "--dim", "4", "--batch-size", "3", "--validFreq", "2", "--save_dir", str(tmp_path), "--name", "h",
                  "--quiet"]) == 2

@@ -5,9 +5,10 @@ the tensors that make up its training state); :func:`train_loop` owns the schedu
 (epochs, ``validFreq``, ``dispFreq``), the ``metrics.jsonl`` records, the checkpoint
 (``last.safetensors``: parameters, optimizer moments, random state and the
 :class:`TrainState`), keeping the best dev score, the NaN stop and the distributed
-handshakes. A checkpoint is written at every validation and at the end of every
-epoch; resuming from it replays the rest of the run update for update, so a run
-killed at any moment and resumed ends with the parameters of an uninterrupted one.
+handshakes. A checkpoint is written at the end of every epoch and at validations
+(at most once every :attr:`Schedule.checkpoint_seconds`); resuming from it replays the
+rest of the run update for update, so a run killed at any moment and resumed ends with
+the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -71,12 +72,15 @@ class Schedule:
     """When the loop validates and logs."""
 
     max_epochs: int  #: passes over the training data
-    validFreq: int  #: validate (and checkpoint) every this many updates, and after the last
+    validFreq: int  #: validate (and checkpoint, see ``checkpoint_seconds``) every this many updates, and after the last
     dispFreq: int | None = None  #: a train record every this many updates (``None``: with each validation)
     valid_each_epoch: bool = False  #: also validate after each epoch's last update
     #: Train records carry the mean loss (per example) since the previous one; else the last update's,
     #: as the original driver printed it.
     mean_loss: bool = True
+    #: A validation writes the checkpoint only when this many seconds of training have passed since the last
+    #: one was written (0: at every validation); the end of every epoch and of the run always writes one.
+    checkpoint_seconds: float = 0.0
 
 
 class Trainee(Protocol):
@@ -269,6 +273,16 @@ def train_loop(trainee: Trainee, schedule: Schedule, files: RunFiles, rng: np.ra
         return seconds_before + time.time() - started
 
     last_validated = state.uidx if resumed else -1
+    last_saved, saved_at = state.uidx if resumed else -1, state.seconds
+
+    def save(force: bool) -> None:
+        """Write the checkpoint (rank 0) when forced or when ``checkpoint_seconds`` have passed since the last."""
+        nonlocal last_saved, saved_at
+        state.seconds = elapsed()
+        if checkpoint is not None and (force or state.seconds - saved_at >= schedule.checkpoint_seconds):
+            save_checkpoint(checkpoint, trainee, state)
+            last_saved, saved_at = state.uidx, state.seconds
+
     while state.epoch < schedule.max_epochs:
         state.rng = dict(rng.bit_generator.state)  # the epoch's draw is replayed on resume
         batches = trainee.batches(state.epoch, rng)
@@ -300,9 +314,7 @@ def train_loop(trainee: Trainee, schedule: Schedule, files: RunFiles, rng: np.ra
             if validating:
                 if files.is_main:  # rank 0 validates and writes; the others wait at the barrier
                     _validate(trainee, files, state, verbose)
-                    state.seconds = elapsed()
-                    if checkpoint is not None:
-                        save_checkpoint(checkpoint, trainee, state)
+                    save(force=epoch_end)
                 distributed.barrier()
                 last_validated = state.uidx
         bar.close()
@@ -311,15 +323,13 @@ def train_loop(trainee: Trainee, schedule: Schedule, files: RunFiles, rng: np.ra
         state.rng = dict(rng.bit_generator.state)
         state.seconds = elapsed()
         # A checkpoint of the epoch's last update resumes to the same point (its draw is replayed, no batch left)
-        if files.is_main and checkpoint is not None and last_validated != state.uidx:
-            save_checkpoint(checkpoint, trainee, state)
+        if files.is_main and last_saved != state.uidx:
+            save(force=True)
         distributed.barrier()  # every rank leaves the epoch once its checkpoint is written
     if last_validated != state.uidx:
         if files.is_main:
             _validate(trainee, files, state, verbose)
-            state.seconds = elapsed()
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, trainee, state)
+            save(force=True)
         distributed.barrier()
     state.seconds = elapsed()
     return state

@@ -20,7 +20,8 @@ from .threads import torch_threads
 from .types import add_options, with_defaults
 
 #: The options that make up :class:`HypernymConfig`, besides the measure (``method``).
-CONFIG = ("dim", "max_epochs", "batch_size", "lrate", "margin", "negatives", "filter_negatives", "lr_decay",
+CONFIG = ("dim", "max_epochs", "batch_size", "lrate", "margin", "negatives", "filter_negatives",
+          "reversed_negatives", "lr_decay",
           "validFreq", "seed")
 
 

@@ -33,6 +33,10 @@ from .wordnet import DEFAULT_WORDNET_DIR, HypernymDataset, contains_edges, corru
 SYNSETS = "synsets.json"
 #: Run-folder file with the final results (the same object ``--json`` writes).
 RESULTS = "results.json"
+#: Seconds of training between resume checkpoints written at validations (each epoch's end writes one too):
+#: a checkpoint holds the table, Adam's moments and the best table (about 66 MB for WordNet at dim 50), and
+#: validations come every few hundred milliseconds.
+CHECKPOINT_SECONDS = 60.0
 
 #: The options of ``order-embedding hypernym``: the training options shared with ``train`` (same flags and
 #: rules, this experiment's defaults), then its own.
@@ -52,6 +56,8 @@ OPTIONS: tuple[options.Option, ...] = (
     options.Option("negatives", 1, options.positive_int, "negatives drawn per training edge each epoch"),
     options.Option("filter_negatives", False, options.boolean, "draw a training negative again when it is a "
                    "training edge (known to be true)"),
+    options.Option("reversed_negatives", False, options.boolean, "also use each training edge reversed "
+                   "(hypernym, hyponym) as a negative every epoch"),
     options.Option("lr_decay", False, options.boolean, "decay the learning rate linearly to 0 over the run"),
     options.shared("validFreq", 100, "evaluate on dev every this many updates and at each epoch's end",
                    aliases=("valid-every",)),
@@ -85,6 +91,7 @@ class HypernymConfig:
     margin: float = BY_NAME["margin"].default
     negatives: int = BY_NAME["negatives"].default
     filter_negatives: bool = False
+    reversed_negatives: bool = False
     lr_decay: bool = False
     validFreq: int = BY_NAME["validFreq"].default
     seed: int = BY_NAME["seed"].default
@@ -211,6 +218,15 @@ def train_step(weight: torch.nn.Parameter, grad: torch.Tensor, optimizer: torch.
     return float(loss.detach())
 
 
+def training_negatives(data: HypernymDataset, config: HypernymConfig, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's negative rows: ``negatives`` corruptions of each training edge (drawn again when one is a
+    training edge, with ``filter_negatives``), then, with ``reversed_negatives``, each training edge reversed
+    (false in a hierarchy without cycles)."""
+    exclude = data.train if config.filter_negatives else None
+    drawn = [corrupt_edges(data.train, data.graph.n_nodes, rng, exclude) for _ in range(config.negatives)]
+    return np.concatenate(drawn + ([data.train[:, ::-1]] if config.reversed_negatives else []))
+
+
 class HypernymTrainee:
     """One embedding table as :func:`order_embedding.loop.train_loop` trains it (see :func:`train_step`)."""
 
@@ -225,7 +241,8 @@ class HypernymTrainee:
         self.grad = torch.zeros_like(self.weight)
         self.optimizer: torch.optim.Optimizer = adam_optimizer(self.weight, config.lrate)
         self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
-        self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives) / config.batch_size)
+        self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives + config.reversed_negatives)
+                                   / config.batch_size)
         self.best = self.current().clone()
         self.threshold, self.dev_accuracy, self.best_epoch = 0.0, -1.0, 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -236,14 +253,13 @@ class HypernymTrainee:
         return w.clamp(min=0) if self.cfg.method == "order" else w
 
     def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The training edges and fresh random negatives, shuffled, in batches of ``batch_size``."""
-        cfg, n = self.cfg, self.data.graph.n_nodes
-        exclude = self.data.train if cfg.filter_negatives else None
-        negatives = np.concatenate([corrupt_edges(self.data.train, n, rng, exclude) for _ in range(cfg.negatives)])
-        pairs, labels = labelled(self.data.train, negatives)
+        """The training edges and their negatives (fresh random ones, and the reversed edges with
+        ``reversed_negatives``), shuffled, in batches of ``batch_size``."""
+        pairs, labels = labelled(self.data.train, training_negatives(self.data, self.cfg, rng))
         shuffle = rng.permutation(len(pairs))
         pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
-        return [(pairs_t[b * cfg.batch_size:(b + 1) * cfg.batch_size], labels_t[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+        size = self.cfg.batch_size
+        return [(pairs_t[b * size:(b + 1) * size], labels_t[b * size:(b + 1) * size])
                 for b in range(self.per_epoch)]
 
     def learning_rates(self, state: loop.TrainState) -> list[float]:
@@ -310,7 +326,8 @@ def train_embeddings(
     run_dir = Path(run_dir) if run_dir is not None else None
     trainee = HypernymTrainee(data, cfg)
     files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
-    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True)
+    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True,
+                             checkpoint_seconds=CHECKPOINT_SECONDS)
     with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
         state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(cfg.max_epochs, trainee.per_epoch))
         state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
