@@ -1,6 +1,8 @@
 """The ``--threads`` setting of the commands that train on the CPU."""
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,3 +18,24 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def idle_cores() -> int:
+    """The cores this process may use less the recent load (the one-minute load average), at least 1: torch's
+    threads wait for each other at every operation, so a thread on a core another process keeps busy slows
+    the whole update (benchmarks/bench_demo_threads.py)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
+def thread_count(value: str) -> int | str:
+    """``--threads``: a positive whole number, or ``auto`` (:func:`idle_cores` when the command starts)."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number or 'auto', got {value!r}")
+    return n
