@@ -17,7 +17,16 @@ import torch
 from . import options, runs
 from .batching import batches_per_epoch
 from .data import FOLD_SIZE, Split, load_split
-from .data.shapes import JSON_NAME, PAIR_KINDS, generate_shapes, hierarchy_pairs_by_kind, length_controlled_pairs, word_count
+from .data.matches import matches_path
+from .data.shapes import (
+    JSON_NAME,
+    PAIR_KINDS,
+    generate_shapes,
+    hierarchy_pairs_by_kind,
+    length_controlled_pairs,
+    word_count,
+    write_train_matches,
+)
 from .data.shapes_truth import is_true_of, load_scenes, parse_caption, truth_matrix
 from .evaluation import average_metrics, evaluate_embeddings
 from .inference import LoadedModel, compute_errors, encode_sentences, encode_split, load_model
@@ -35,7 +44,8 @@ class DemoScale:
     ``dim_word``, ``dim_image``: the embedding, word and image-feature sizes; ``cnn_width``: the small CNN's
     first layer width; ``max_epochs`` and ``lr_update`` (the epoch count after which the learning rate drops
     tenfold, or None); ``optimizer``; ``validations_per_epoch`` (0: only after the last update); ``fold_size``:
-    the test images are scored as the mean over folds of this many; ``out``: the default folder.
+    the test images are scored as the mean over folds of this many; ``out``: the default folder;
+    ``true_matches``: train with the world's known matches as positives (the ``true_matches`` option).
     """
 
     name: str
@@ -55,6 +65,7 @@ class DemoScale:
     batch_size: int = 128
     lrate: float = 0.002
     fold_size: int = FOLD_SIZE
+    true_matches: bool = False
 
 
 #: The full demo. Its 5,000 test images are scored as COCO 1K, the mean over five folds of 1,000, so that a
@@ -95,7 +106,7 @@ def train_options(scale: DemoScale) -> dict[str, Any]:
             "lrate": scale.lrate, "dispFreq": 10, "dim": scale.dim, "dim_word": scale.dim_word,
             "backbone_options": {"image_size": scale.image_size, "width": scale.cnn_width},
             "max_epochs": scale.max_epochs, "lr_update": scale.lr_update, "optimizer": scale.optimizer,
-            "validFreq": valid_freq}
+            "validFreq": valid_freq, "true_matches": scale.true_matches}
 
 
 def world_record(scale: DemoScale, seed: int) -> dict[str, Any]:
@@ -246,6 +257,8 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
         generate_shapes(data_dir, n_train=scale.n_train, n_dev=scale.n_dev, n_test=scale.n_test,
                         seed=seed, image_size=scale.image_size, verbose=verbose)
         runs.save_json(data_dir / WORLD_RECORD, world_record(scale, seed))
+    if scale.true_matches and not matches_path(data_dir, "train").exists():
+        write_train_matches(data_dir)  # a world generated before the file existed
     pair_sets: dict[str, list[tuple[str, str]]] = hierarchy_pairs_by_kind(json_path, split="test", seed=seed)
     pair_sets = {"all": [p for kind in PAIR_KINDS for p in pair_sets[kind]], **pair_sets,
                  "length-controlled": length_controlled_pairs(json_path, split="test", seed=seed)}
@@ -279,6 +292,7 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
     results["hierarchy_pairs"] = {name: len(pairs) for name, pairs in pair_sets.items()}
     results["test_images"] = test.n_images
     results["seconds"] = round(time.time() - start, 1)
+    results["threads"] = torch.get_num_threads()
     for preset in MODELS:
         write_run_results(results, preset)
     return results
@@ -336,7 +350,7 @@ def format_demo(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("run folders (for evaluate / serve; each holds results.json):")
     lines += [f"  {name:<10} {rows[name]['run_dir']}" for name in rows]
-    lines.append(f"finished in {results['seconds']:.0f} s")
+    lines.append(f"finished in {results['seconds']:.0f} s with {results['threads']} torch thread(s)")
     return "\n".join(lines)
 
 
