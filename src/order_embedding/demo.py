@@ -17,16 +17,7 @@ import torch
 from . import options, runs
 from .batching import batches_per_epoch
 from .data import FOLD_SIZE, Split, load_split
-from .data.matches import matches_path
-from .data.shapes import (
-    JSON_NAME,
-    PAIR_KINDS,
-    generate_shapes,
-    hierarchy_pairs_by_kind,
-    length_controlled_pairs,
-    word_count,
-    write_train_matches,
-)
+from .data.shapes import JSON_NAME, PAIR_KINDS, generate_shapes, hierarchy_pairs_by_kind, length_controlled_pairs, word_count
 from .data.shapes_truth import is_true_of, load_scenes, parse_caption, truth_matrix
 from .evaluation import average_metrics, evaluate_embeddings
 from .inference import LoadedModel, compute_errors, encode_sentences, encode_split, load_model
@@ -44,8 +35,7 @@ class DemoScale:
     ``dim_word``, ``dim_image``: the embedding, word and image-feature sizes; ``cnn_width``: the small CNN's
     first layer width; ``max_epochs`` and ``lr_update`` (the epoch count after which the learning rate drops
     tenfold, or None); ``optimizer``; ``validations_per_epoch`` (0: only after the last update); ``fold_size``:
-    the test images are scored as the mean over folds of this many; ``out``: the default folder;
-    ``true_matches``: train with the world's known matches as positives (the ``true_matches`` option).
+    the test images are scored as the mean over folds of this many; ``out``: the default folder.
     """
 
     name: str
@@ -65,7 +55,6 @@ class DemoScale:
     batch_size: int = 128
     lrate: float = 0.002
     fold_size: int = FOLD_SIZE
-    true_matches: bool = False
 
 
 #: The full demo. Its 5,000 test images are scored as COCO 1K, the mean over five folds of 1,000, so that a
@@ -106,7 +95,7 @@ def train_options(scale: DemoScale) -> dict[str, Any]:
             "lrate": scale.lrate, "dispFreq": 10, "dim": scale.dim, "dim_word": scale.dim_word,
             "backbone_options": {"image_size": scale.image_size, "width": scale.cnn_width},
             "max_epochs": scale.max_epochs, "lr_update": scale.lr_update, "optimizer": scale.optimizer,
-            "validFreq": valid_freq, "true_matches": scale.true_matches}
+            "validFreq": valid_freq}
 
 
 def world_record(scale: DemoScale, seed: int) -> dict[str, Any]:
@@ -257,8 +246,6 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
         generate_shapes(data_dir, n_train=scale.n_train, n_dev=scale.n_dev, n_test=scale.n_test,
                         seed=seed, image_size=scale.image_size, verbose=verbose)
         runs.save_json(data_dir / WORLD_RECORD, world_record(scale, seed))
-    if scale.true_matches and not matches_path(data_dir, "train").exists():
-        write_train_matches(data_dir)  # a world generated before the file existed
     pair_sets: dict[str, list[tuple[str, str]]] = hierarchy_pairs_by_kind(json_path, split="test", seed=seed)
     pair_sets = {"all": [p for kind in PAIR_KINDS for p in pair_sets[kind]], **pair_sets,
                  "length-controlled": length_controlled_pairs(json_path, split="test", seed=seed)}
