@@ -287,3 +287,40 @@ def accuracy_at(errors: np.ndarray, labels: np.ndarray, threshold: float) -> flo
     if len(e) == 0 or len(e) != len(y):
         raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
     return float(np.mean((e <= threshold) == y))
+
+
+def precision_recall_f1(errors: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 (fractions) of predicting a positive iff error <= threshold (0 where undefined)."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    predicted = e <= threshold
+    tp = int((predicted & y).sum())
+    fp, fn = int((predicted & ~y).sum()), int((~predicted & y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return precision, recall, (2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+
+
+def best_f1_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold (a positive iff error <= threshold) of highest F1, and that F1 (a fraction).
+
+    The threshold is one of the errors, so equal errors always get the same prediction; among
+    equally good thresholds the lowest wins (the rule of Ganea et al.'s ``eval.py``).
+    """
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    if not np.isfinite(e).all():
+        raise ValueError("errors contain NaN or infinity")
+    if not y.any():
+        raise ValueError("F1 needs at least one positive")
+    order = np.argsort(e, kind="stable")
+    e, y = e[order], y[order]
+    tp, predicted = np.cumsum(y), np.arange(1, len(e) + 1)
+    f1 = 2 * tp / (predicted + y.sum())  # 2 tp / (2 tp + fp + fn), fp + tp = predicted, tp + fn = positives
+    f1 = np.where(np.r_[e[1:] != e[:-1], True], f1, -1.0)  # cut only after the last of equal errors
+    i = int(np.argmax(f1))
+    return float(e[i]), float(f1[i])

@@ -121,9 +121,12 @@ COMMANDS: dict[str, CommandHelp] = {
         "Read the WordNet 3.0 noun hierarchy, split the transitive closure of its hypernym edges into train, dev "
         "and test with random negatives, train order-embeddings (a hypernym lies below its hyponyms) and a "
         "symmetric (cosine) variant, and print their test accuracy at the threshold chosen on dev, beside the "
-        "transitive-closure baseline. The WordNet files come from Debian's wordnet-base or NLTK's wordnet corpus.",
+        "transitive-closure baseline. --protocol ganea scores the same models by F1 on the split of Ganea et al. "
+        "(2018), --protocol reconstruction by the mean rank and MAP of the closure (Nickel and Kiela, 2017). The "
+        "WordNet files come from Debian's wordnet-base or NLTK's wordnet corpus.",
         ("order-embedding hypernym --seed 0 --json hypernym-s0.json",
-         "order-embedding hypernym --root mammal.n.01 --dev-size 500 --test-size 500"),
+         "order-embedding hypernym --root mammal.n.01 --dev-size 500 --test-size 500",
+         "order-embedding hypernym --protocol ganea --percent 50 --dim 5"),
     ),
     "entailment": CommandHelp(
         "textual entailment on SNLI or a generated corpus: order-embeddings against baselines",

@@ -330,3 +330,148 @@ def build_dataset(graph: NounGraph, seed: int, dev_size: int = 4000, test_size: 
         test_negatives=corrupt_edges(test, graph.n_nodes, negative_rng),
         seed=seed,
     )
+
+
+# ---------------------------------------------------------------- the protocol of Ganea et al. (2018)
+
+#: Percentages of the non-basic edges the Ganea et al. protocol adds to the training edges.
+GANEA_PERCENTS = (0, 10, 25, 50, 90)
+#: Percent of the non-basic edges held out for validation, and for test (Ganea et al.'s split_wordnet_data.py).
+GANEA_HELD_OUT_PERCENT = 5
+#: Negatives drawn per held-out edge for each of its two ends (their split_wordnet_data.py: 5 and 5).
+GANEA_NEGATIVES_PER_END = 5
+
+
+def without_root(graph: NounGraph, root: str | None = None) -> NounGraph:
+    """The synsets below ``root`` (default: the one synset without hypernyms, ``entity.n.01``) that keep an
+    edge once the root is removed, and their edges.
+
+    Every closure edge into the root is trivially true, so Ganea et al. leave the root out; their
+    vocabulary holds the synsets of the remaining edges (a synset whose only edge led to the root goes too).
+    """
+    if root is None:
+        tops = np.setdiff1d(np.arange(graph.n_nodes), graph.edges[:, 0])
+        if len(tops) != 1:
+            raise ValueError(f"the hierarchy has {len(tops)} synsets without hypernyms; name the root with --root")
+        root = graph.names[int(tops[0])]
+    sub = graph.descendants(root)
+    r = sub.node(root)
+    edges = sub.edges[(sub.edges != r).all(axis=1)]
+    keep = np.zeros(sub.n_nodes, dtype=bool)
+    keep[edges.ravel()] = True
+    new_index = np.cumsum(keep) - 1
+    return NounGraph(offsets=sub.offsets[keep], names=[n for n, k in zip(sub.names, keep) if k],
+                     edges=new_index[edges])
+
+
+def transitive_reduction(closure: np.ndarray, n_nodes: int) -> np.ndarray:
+    """The basic edges: closure rows ``(a, c)`` with no node ``b`` such that ``(a, b)`` and ``(b, c)`` are closure rows.
+
+    ``closure`` must be transitively closed (as :func:`transitive_closure` returns it); rows unique, sorted.
+    A path of two or more edges from ``a`` to ``c`` passes through some ``b`` above ``a``, so ``(a, c)`` is basic
+    exactly when ``c`` lies above no other node above ``a``.
+    """
+    closure = np.unique(np.asarray(closure, dtype=np.int64).reshape(-1, 2), axis=0)
+    starts = np.searchsorted(closure[:, 0], np.arange(n_nodes + 1))
+    above = [closure[starts[a]:starts[a + 1], 1] for a in range(n_nodes)]
+    basic = []
+    for a in range(n_nodes):
+        ups = above[a]
+        if not len(ups):
+            continue
+        implied = np.concatenate([above[b] for b in ups.tolist()])
+        basic.append(np.stack([np.full(len(ups), a), ups], axis=1)[~np.isin(ups, implied)])
+    return np.concatenate(basic) if basic else np.zeros((0, 2), dtype=np.int64)
+
+
+def _draw_ends(kept: np.ndarray, keep_first: bool, closure_keys: np.ndarray, n_nodes: int, k: int,
+               rng: np.random.Generator, rounds: int = 64) -> np.ndarray:
+    """``k`` distinct nodes ``x`` per kept node ``y``, each making no closure row and not ``y`` itself: rows
+    ``(y, x)`` when ``keep_first`` else ``(x, y)``. Returns ``len(kept) x k`` nodes."""
+    out = np.full((len(kept), k), -1, dtype=np.int64)
+
+    def allowed(rows: np.ndarray, cand: np.ndarray, slot: int) -> np.ndarray:
+        pairs = np.stack([kept[rows], cand], 1) if keep_first else np.stack([cand, kept[rows]], 1)
+        keys = edge_keys(pairs, n_nodes)
+        at = np.minimum(np.searchsorted(closure_keys, keys), len(closure_keys) - 1)
+        return (closure_keys[at] != keys) & (cand != kept[rows]) & ~(out[rows, :slot] == cand[:, None]).any(1)
+
+    for slot in range(k):
+        rows = np.arange(len(kept))
+        for _ in range(rounds):
+            cand = rng.integers(0, n_nodes, size=len(rows))
+            ok = allowed(rows, cand, slot)
+            out[rows[ok], slot] = cand[ok]
+            rows = rows[~ok]
+            if not len(rows):
+                break
+        for r in rows.tolist():  # the few kept nodes related to nearly every node: draw from the allowed set
+            every = np.arange(n_nodes)
+            choices = every[allowed(np.full(n_nodes, r), every, slot)]
+            if not len(choices):
+                raise ValueError(f"node {int(kept[r])} has fewer than {k} nodes it is unrelated to; too small a graph")
+            out[r, slot] = rng.choice(choices)
+    return out
+
+
+def ganea_negatives(positives: np.ndarray, closure: np.ndarray, n_nodes: int, rng: np.random.Generator,
+                    per_end: int = GANEA_NEGATIVES_PER_END) -> np.ndarray:
+    """Negatives of held-out edges as Ganea et al.'s ``split_wordnet_data.py`` draws them.
+
+    For each positive row ``(hyponym a, hypernym b)``: ``per_end`` distinct rows ``(a', b)`` and ``per_end``
+    distinct rows ``(a, b')``, uniform over the nodes that make no closure edge and differ from the kept end.
+    The ``(a', b)`` rows are skipped when ``b`` lies above every other node (their code's root test).
+    """
+    positives = np.asarray(positives, dtype=np.int64).reshape(-1, 2)
+    closure = np.asarray(closure, dtype=np.int64).reshape(-1, 2)
+    keys = np.unique(edge_keys(closure, n_nodes))
+    below = np.bincount(closure[:, 1], minlength=n_nodes)
+    lower = positives[below[positives[:, 1]] < n_nodes - 1]
+    hyponyms = _draw_ends(lower[:, 1], False, keys, n_nodes, per_end, rng)
+    hypernyms = _draw_ends(positives[:, 0], True, keys, n_nodes, per_end, rng)
+    return np.concatenate([
+        np.stack([hyponyms.ravel(), np.repeat(lower[:, 1], per_end)], 1),
+        np.stack([np.repeat(positives[:, 0], per_end), hypernyms.ravel()], 1),
+    ])
+
+
+@dataclass(frozen=True)
+class GaneaSplit:
+    """The Ganea et al. split: ``data`` (train, dev = their validation set, test, fixed negatives), with the
+    basic edges (all in train) and the non-basic edges that training adds (``percent`` % of all of them)."""
+
+    data: HypernymDataset
+    basic: np.ndarray
+    non_basic: np.ndarray
+    train_non_basic: np.ndarray
+    percent: int
+
+
+def ganea_split(graph: NounGraph, percent: int, seed: int) -> GaneaSplit:
+    """Split the closure of ``graph`` (root already removed, see :func:`without_root`) as Ganea et al. do.
+
+    The basic edges are the transitive reduction of the closure; the others are non-basic. 5 % of the
+    non-basic edges (rounded down) are test, another 5 % dev; training gets every basic edge and
+    ``percent`` % of all non-basic edges, drawn from those left. Dev and test get
+    :func:`ganea_negatives`. The seed fixes the split, so every ``percent`` shares one dev and test set
+    and a larger ``percent`` trains on a superset.
+    """
+    if percent not in GANEA_PERCENTS:
+        raise ValueError(f"percent must be one of {', '.join(map(str, GANEA_PERCENTS))} (got {percent})")
+    closure = transitive_closure(graph.edges, graph.n_nodes)
+    basic = transitive_reduction(closure, graph.n_nodes)
+    non_basic = closure[~contains_edges(basic, closure, graph.n_nodes)]
+    held_out = GANEA_HELD_OUT_PERCENT * len(non_basic) // 100
+    if held_out < 1:
+        raise ValueError(f"the closure has {len(non_basic)} non-basic edges, too few to hold out "
+                         f"{GANEA_HELD_OUT_PERCENT} % for test and for dev")
+    split_rng, dev_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    shuffled = non_basic[split_rng.permutation(len(non_basic))]
+    test, dev = shuffled[:held_out], shuffled[held_out:2 * held_out]
+    extra = shuffled[2 * held_out:][:percent * len(non_basic) // 100]
+    data = HypernymDataset(
+        graph=graph, closure=closure, train=np.concatenate([basic, extra]), dev=dev, test=test,
+        dev_negatives=ganea_negatives(dev, closure, graph.n_nodes, dev_rng),
+        test_negatives=ganea_negatives(test, closure, graph.n_nodes, test_rng), seed=seed,
+    )
+    return GaneaSplit(data=data, basic=basic, non_basic=non_basic, train_non_basic=extra, percent=percent)
