@@ -1,4 +1,4 @@
-"""Per-update time of the demo's full-scale order model with 1 and 2 torch threads, alone and beside one
+"""Per-update time of the demo's full-scale order model with 1 and 2 CPU threads (torch's and numba's), alone and beside one
 other CPU-bound process: whether training collapses when the cores are shared, and which thread count
 ``demo --threads auto`` should choose.
 
@@ -25,12 +25,13 @@ import numpy as np
 from machine import cpu_model
 
 TRAIN = """
-import json, sys, torch
+import sys
 from order_embedding import demo, train
-torch.set_num_threads(int(sys.argv[3]))
+from order_embedding.cli.threads import cpu_threads
 opts = demo.train_options(demo.FULL)
 opts.update(max_epochs=int(sys.argv[4]), dispFreq=1, validFreq=10**6)
-train.trainer("order", name="t", save_dir=sys.argv[2], data=sys.argv[1], seed=0, verbose=False, **opts)
+with cpu_threads(int(sys.argv[3])):
+    train.trainer("order", name="t", save_dir=sys.argv[2], data=sys.argv[1], seed=0, verbose=False, **opts)
 """
 
 
@@ -70,7 +71,7 @@ def main() -> None:
                     other.wait()
             results[(threads, busy)] = seconds_per_update(runs_dir / "t", args.skip)
     base = results[(2, False)]
-    print(f"{'torch threads':<14} {'other process':<14} {'s per update':>12} {'vs 2 threads alone':>19}")
+    print(f"{'CPU threads':<14} {'other process':<14} {'s per update':>12} {'vs 2 threads alone':>19}")
     for (threads, busy), sec in results.items():
         print(f"{threads:<14} {'busy loop' if busy else 'none':<14} {sec:12.3f} {sec / base:19.2f}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..demo import FULL, QUICK, format_demo, run_demo, write_json
 from .help import parser_texts
-from .threads import idle_cores, thread_count, torch_threads
+from .threads import cpu_threads, idle_cores, thread_count
 from .types import SEED
 
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     threads = idle_cores() if args.threads == "auto" else args.threads
-    with torch_threads(threads):
+    with cpu_threads(threads):
         results = run_demo(args.out, scale=QUICK if args.quick else FULL, seed=args.seed, verbose=not args.quiet,
                            overwrite=args.overwrite)
     print(format_demo(results))

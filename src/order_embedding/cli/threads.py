@@ -1,4 +1,5 @@
-"""The ``--threads`` setting of the commands that train on the CPU."""
+"""The ``--threads`` setting of the commands that train on the CPU: torch's threads and numba's (the order
+measure's kernels) alike."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,22 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numba
 import torch
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads, then restore the caller's number."""
-    before = torch.get_num_threads()
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads and at most ``n`` numba threads, then restore the caller's
+    numbers."""
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(n)
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
 
 
 def idle_cores() -> int:
