@@ -186,3 +186,20 @@ def test_a_folder_of_other_settings_is_refused(tiny_demo, tmp_path, capsys):
     result = demo.run_demo(copy, scale=tiny_scale(), seed=2, verbose=False, overwrite=True)
     assert result["seed"] == 2 and kept.read_text() == "mine"
     assert json.loads((copy / "data" / "world.json").read_text())["seed"] == 2
+
+
+def test_threads_option(monkeypatch, capsys):
+    import os
+
+    from order_embedding.cli import threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 0.0, 0.0))
+    assert threads.idle_cores() == 3  # four cores, one of them busy
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.9, 0.0, 0.0))
+    assert threads.idle_cores() == 1  # never fewer than one
+    assert threads.thread_count("auto") == "auto" and threads.thread_count("2") == 2
+    for bad in ("0", "-1", "two", "1.5"):
+        assert main(["demo", "--threads", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--threads" in err[0] and bad in err[0], err

@@ -101,3 +101,39 @@ def _graph(t):
 def test_loss_rejects_misaligned_batches():
     with pytest.raises(ValueError, match="differ in shape"):
         contrastive_loss(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+def direct_matched_loss(E, M, margin, hardest):
+    """Each caption's terms averaged over the images it describes, and each image's over its captions."""
+    n = len(E)
+    total = 0.0
+    for side in (E, E.T):
+        known = M if side is E else M.T
+        for a in range(n):
+            positives = [p for p in range(n) if known[a, p]]
+            per = []
+            for p in positives:
+                terms = [max(0.0, margin - side[a, q] + side[a, p]) for q in range(n) if not known[a, q]]
+                per.append((max(terms) if hardest else sum(terms)) if terms else 0.0)
+            total += sum(per) / len(per)
+    return total
+
+
+@pytest.mark.parametrize("method,margin", [("order", 0.05), ("cosine", 0.2)])
+@pytest.mark.parametrize("hardest", [False, True])
+def test_contrastive_loss_with_known_matches_matches_direct_sum(method, margin, hardest):
+    rng = np.random.default_rng(2)
+    s = np.abs(rng.normal(size=(7, 4))) * 0.3
+    im = np.abs(rng.normal(size=(7, 4))) * 0.3
+    M = rng.random((7, 7)) < 0.3
+    np.fill_diagonal(M, True)
+    M[0] = True  # a caption that describes every image has no negatives
+    E = direct_order(s, im) if method == "order" else -(s @ im.T)
+    got = contrastive_loss(torch.tensor(s), torch.tensor(im), method, margin, hardest, matches=torch.tensor(M))
+    assert got.item() == pytest.approx(direct_matched_loss(E, M, margin, hardest), rel=1e-9)
+    # with only the pairing known, the loss is the paper's
+    plain = contrastive_loss(torch.tensor(s), torch.tensor(im), method, margin, hardest,
+                             matches=torch.eye(7, dtype=torch.bool))
+    assert plain.item() == pytest.approx(direct_loss(E, margin, hardest), rel=1e-9)
+    with pytest.raises(ValueError, match="true diagonal"):
+        contrastive_loss(torch.tensor(s), torch.tensor(im), method, margin, matches=torch.zeros(7, 7, dtype=torch.bool))

@@ -279,6 +279,7 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
     results["hierarchy_pairs"] = {name: len(pairs) for name, pairs in pair_sets.items()}
     results["test_images"] = test.n_images
     results["seconds"] = round(time.time() - start, 1)
+    results["threads"] = torch.get_num_threads()
     for preset in MODELS:
         write_run_results(results, preset)
     return results
@@ -336,7 +337,7 @@ def format_demo(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("run folders (for evaluate / serve; each holds results.json):")
     lines += [f"  {name:<10} {rows[name]['run_dir']}" for name in rows]
-    lines.append(f"finished in {results['seconds']:.0f} s")
+    lines.append(f"finished in {results['seconds']:.0f} s with {results['threads']} torch thread(s)")
     return "\n".join(lines)
 
 

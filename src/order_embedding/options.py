@@ -240,6 +240,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", 128, at_least(2), "images per update, one random caption each (at least 2)"),
     Option("lrate", 0.001, positive_number, "learning rate (Adam: beta 0.9, 0.999, eps 1e-8)"),
     Option("max_violation", False, boolean, "hardest negative only (VSE++) instead of the sum over negatives"),
+    Option("true_matches", False, boolean, "every batch image a caption is known to describe is a positive, never a "
+           "negative (needs the data's train_matches.npy)"),
     Option("n_words", None, optional(at_least(2)), "vocabulary cap, the two special ids included (null: every word)"),
     Option("lowercase", False, boolean, "lowercase captions before the vocabulary"),
     Option("backbone", None, optional(plain_name), "learn from pixels through this backbone (small_cnn, resnet152 ...)"),

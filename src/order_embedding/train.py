@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import distributed, loop, runs
 from .batching import batches_per_epoch, epoch_batches, pad_batch
 from .data import FOLD_SIZE, Split, load_split, resolve_data_dir
+from .data.matches import KnownMatches, load_matches
 from .evaluation import evaluate_embeddings
 from .inference import (
     LoadedModel,
@@ -123,6 +124,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path, writer
     else:
         vocab = Vocabulary.build(train.captions + dev_full.captions, n_words=opt["n_words"], lowercase=opt["lowercase"])
     train_ids = [vocab.encode(c) for c in train.captions]
+    matches = load_matches(data_dir, train) if opt["true_matches"] else None
     if opt["backbone"] is None and train.features is not None and train.features.shape[1] != opt["dim_image"]:
         raise ValueError(f"training features are {train.features.shape[1]}-dimensional but dim_image is {opt['dim_image']}")
 
@@ -142,7 +144,7 @@ def _train(opt: dict[str, Any], dist: distributed.Context, run_dir: Path, writer
     recorded.update(runs.data_record(opt["data"], data_dir, run_dir))
     model = LoadedModel(net, vocab, recorded, run_dir)
     trainee = CaptionImageTrainee(model, forward, optimizer, [g["lr"] for g in groups], opt, train, train_ids, images,
-                                  dev, split_images(model, dev), world_size=dist.world_size)
+                                  dev, split_images(model, dev), world_size=dist.world_size, matches=matches)
 
     # Where training stands: the last checkpoint's state, or the start
     files = loop.RunFiles(run_dir, runs.LAST, is_main=dist.is_main, tensorboard=writer)
@@ -176,12 +178,13 @@ class CaptionImageTrainee:
 
     def __init__(self, model: LoadedModel, forward: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  base_lrs: list[float], opt: dict[str, Any], train: Split, train_ids: list[list[int]],
-                 images: Any, dev: Split, dev_images: Any, world_size: int = 1) -> None:
+                 images: Any, dev: Split, dev_images: Any, world_size: int = 1,
+                 matches: KnownMatches | None = None) -> None:
         self.model, self.net, self.forward, self.optimizer = model, model.net, forward, optimizer
         self.base_lrs, self.opt, self.world_size = base_lrs, opt, world_size
         self.train, self.train_ids, self.images = train, train_ids, images
         self.dev, self.dev_images = dev, dev_images
-        self.device = model.device
+        self.matches, self.device = matches, model.device
 
     def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each image once with one random caption; a final batch too small to give every rank a pair is dropped."""
@@ -201,7 +204,8 @@ class CaptionImageTrainee:
         s, im = self.forward(tokens.to(self.device), lengths, x)
         s, im = distributed.all_gather_with_grad(s, len(cap_idx)), distributed.all_gather_with_grad(im, len(cap_idx))
         opt = self.opt
-        return contrastive_loss(s, im, opt["method"], opt["margin"], opt["max_violation"]), len(cap_idx)
+        known = None if self.matches is None else torch.from_numpy(self.matches.block(cap_idx, img_idx)).to(self.device)
+        return contrastive_loss(s, im, opt["method"], opt["margin"], opt["max_violation"], known), len(cap_idx)
 
     def step(self, loss: torch.Tensor) -> None:
         """Backward pass, gradient clipping and the optimizer step."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..demo import FULL, QUICK, format_demo, run_demo, write_json
 from .help import parser_texts
+from .threads import cpu_threads, idle_cores, thread_count
 from .types import SEED
 
 
@@ -20,13 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a world and models in the folder that were made with other settings")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--threads", type=thread_count, default="auto", metavar="N|auto",
+                   help="torch CPU threads; auto (the default): the cores not busy with other work when the demo "
+                        "starts (the one-minute load average), at least 1")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    results = run_demo(args.out, scale=QUICK if args.quick else FULL, seed=args.seed, verbose=not args.quiet,
-                       overwrite=args.overwrite)
+    threads = idle_cores() if args.threads == "auto" else args.threads
+    with cpu_threads(threads):
+        results = run_demo(args.out, scale=QUICK if args.quick else FULL, seed=args.seed, verbose=not args.quiet,
+                           overwrite=args.overwrite)
     print(format_demo(results))
     if args.json:
         write_json(results, args.json)

@@ -25,7 +25,7 @@ from ..inference import default_device
 from ..options import Option
 from ..runs import check_output
 from .help import parser_texts
-from .threads import torch_threads
+from .threads import cpu_threads
 from .types import add_options, given, with_defaults
 
 #: Hyperparameters that differ on the generated corpus (a small grammar: a small, fast model learns it),
@@ -67,7 +67,7 @@ def _config(args: argparse.Namespace, generated: bool, quick: bool) -> Entailmen
 
 
 def run(args: argparse.Namespace) -> int:
-    with torch_threads(with_defaults(args, OPTIONS)["threads"]):
+    with cpu_threads(with_defaults(args, OPTIONS)["threads"]):
         return _run(args)
 
 

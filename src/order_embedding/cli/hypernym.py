@@ -16,7 +16,7 @@ from ..hypernym.reconstruction import format_reconstruction, reconstruction_data
 from ..hypernym.wordnet import build_dataset, find_wordnet_dir, ganea_split, read_wordnet, without_root
 from ..runs import check_output
 from .help import parser_texts
-from .threads import torch_threads
+from .threads import cpu_threads
 from .types import add_options, with_defaults
 
 #: The options that make up :class:`HypernymConfig`, besides the measure (``method``).
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         print("order-embedding: warning: --out is deprecated; use --save_dir and --name", file=sys.stderr)
         opt["save_dir"], opt["name"] = str(args.out.parent), args.out.name
-    with torch_threads(opt["threads"]):
+    with cpu_threads(opt["threads"]):
         return _run(opt)
 
 

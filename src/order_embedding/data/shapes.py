@@ -53,7 +53,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..runs import atomic_write
-from .shapes_truth import more_general, parse_caption
+from .matches import MATCHES_NAME, save_matches
+from .shapes_truth import load_scenes, more_general, parse_caption, truth_matrix
 from .splits import load_karpathy_json
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -322,7 +323,8 @@ def _image_entry(imgid: int, split: str, scene: list[dict[str, str]], seed: int,
 
 def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int = 1000, n_test: int = 1000,
                     seed: int = 0, image_size: int = 64, noise: int = 6, verbose: bool = True) -> Path:
-    """Write a shapes data set (``dataset_shapes.json`` and ``images/*.png``) and return the JSON path.
+    """Write a shapes data set (``dataset_shapes.json``, ``images/*.png`` and the training split's known matches,
+    :func:`write_train_matches`) and return the JSON path.
 
     Splits are named train, val (``n_dev`` images) and test, in that order of image ids; their
     scenes are samples of one distribution (:func:`draw_scenes`). The same arguments give the
@@ -356,6 +358,16 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 8000, n_dev: int 
     ]
     path = out / JSON_NAME
     atomic_write(path, json.dumps({"dataset": "shapes", "images": entries}, separators=(",", ":")).encode())
+    write_train_matches(out)
+    return path
+
+
+def write_train_matches(out_dir: str | os.PathLike) -> Path:
+    """Write the known matches of the training split of the world in ``out_dir`` (every training image each
+    training caption is true of, by :mod:`.shapes_truth`) and return the file's path."""
+    captions, scenes = load_scenes(Path(out_dir) / JSON_NAME, "train")
+    path = Path(out_dir) / MATCHES_NAME.format(split="train")
+    save_matches(path, truth_matrix(captions, scenes))
     return path
 
 

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
-import torch
 from numba import njit, prange
 
 from .. import loop, runs
@@ -118,12 +116,7 @@ def reconstruction_metrics(embeddings: np.ndarray, closure: np.ndarray, method: 
     if not len(nodes) or (counts[nodes] == 0).any():
         raise ValueError("every ranked synset needs at least one hypernym")
     rank_sums, precisions = np.zeros(len(nodes)), np.zeros(len(nodes))
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # as --threads says
-    try:
-        _rank_kernel(emb, method == "cosine", nodes, starts, np.ascontiguousarray(closure[:, 1]), rank_sums, precisions)
-    finally:
-        numba.set_num_threads(before)
+    _rank_kernel(emb, method == "cosine", nodes, starts, np.ascontiguousarray(closure[:, 1]), rank_sums, precisions)
     return {"mean_rank": float(rank_sums.sum() / counts[nodes].sum()), "map": float(precisions.mean())}
 
 
