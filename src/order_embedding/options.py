@@ -260,7 +260,7 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 #: Options of every command besides the training hyperparameters.
 QUIET = Option("quiet", False, boolean, "no progress bars or log lines")
-THREADS = Option("threads", 1, positive_int, "torch CPU threads (1: updates are small, and one thread stays fast "
+THREADS = Option("threads", 1, positive_int, "CPU threads of torch and the order kernels (1: updates are small, and one thread stays fast "
                  "when the cores are shared)")
 JSON = Option("json", None, optional(text), "also write the results as JSON to this file", metavar="PATH")
 TENSORBOARD = Option("tensorboard", None, optional(text), "also write the metrics as TensorBoard scalars to this "
