@@ -194,12 +194,37 @@ def test_threads_option(monkeypatch, capsys):
     from order_embedding.cli import threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 0.0, 0.0))
-    assert threads.idle_cores() == 3  # four cores, one of them busy
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.9, 0.0, 0.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    # /proc/stat's busy and total time before and after the sample: 1.4 of 4 cores busy, then 3.9
+    samples = iter([(100.0, 400.0), (135.0, 500.0), (100.0, 400.0), (197.5, 500.0)])
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(samples))
+    assert threads.idle_cores() == 3
     assert threads.idle_cores() == 1  # never fewer than one
+    monkeypatch.setattr(threads, "cpu_times", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 0.0, 0.0))
+    assert threads.idle_cores() == 2
     assert threads.thread_count("auto") == "auto" and threads.thread_count("2") == 2
     for bad in ("0", "-1", "two", "1.5"):
         assert main(["demo", "--threads", bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--threads" in err[0] and bad in err[0], err
+
+
+def test_idle_cores_sees_a_busy_process():
+    import os
+    import subprocess
+    import sys
+
+    from order_embedding.cli import threads
+
+    if threads.cpu_times() is None or len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("needs /proc/stat and two usable cores")
+    if threads.idle_cores() != 2:
+        pytest.skip("the machine is busy with other work")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert threads.idle_cores() == 1
+    finally:
+        busy.kill()
+        busy.wait()

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--threads", type=thread_count, default="auto", metavar="N|auto",
                    help="CPU threads (torch's and the order kernels'); auto (the default): the cores not busy with other work when the demo "
-                        "starts (the one-minute load average), at least 1")
+                        "starts (measured over one second), at least 1")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
