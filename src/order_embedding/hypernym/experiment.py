@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -353,11 +355,14 @@ def run_config(data: HypernymDataset, configs: list[HypernymConfig], source: dic
 
 
 def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[HypernymConfig], source: dict[str, Any],
-                    resume: bool = False) -> Path:
+                    resume: bool = False, protocol: dict[str, Any] | None = None) -> Path:
     """Create a run folder with its config and synset list; an existing run is refused unless ``resume``
-    (and then must record the same config)."""
+    (and then must record the same config). ``protocol``: the evaluation protocol and its settings, recorded
+    in ``config.json`` (:mod:`.protocol`; absent for the paper's)."""
     run_dir = Path(run_dir)
     config = run_config(data, configs, source)
+    if protocol is not None:
+        config["protocol"] = protocol
     if loop.check_new_or_resumed(run_dir, config, resume):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -366,6 +371,34 @@ def prepare_run_dir(run_dir: str | Path, data: HypernymDataset, configs: list[Hy
     runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
     runs.save_json(run_dir / runs.CONFIG, config)
     return run_dir
+
+
+@contextmanager
+def hypernym_run(run_dir: str | Path | None, data: HypernymDataset, configs: list[HypernymConfig],
+                 source: dict[str, Any] | None, resume: bool, tensorboard: str | Path | None,
+                 protocol: dict[str, Any] | None = None) -> Iterator[tuple[Path | None, Any]]:
+    """The run folder (:func:`prepare_run_dir`, locked while the block runs; None without ``run_dir``) and the
+    TensorBoard writer (or None) of one hypernym run, closed afterwards."""
+    writer = loop.tensorboard_writer(tensorboard)
+    lock = None
+    try:
+        folder = None
+        if run_dir is not None:
+            folder = prepare_run_dir(run_dir, data, configs, source or {}, resume, protocol)
+            lock = runs.lock_run(folder)
+        yield folder, writer
+    finally:
+        if lock is not None:
+            lock.close()
+        if writer is not None:
+            writer.close()
+
+
+def finish_run(run_dir: Path | None, results: dict[str, Any], updates: dict[str, int]) -> None:
+    """Write a run's ``results.json`` and its ``finished`` record (nothing without a run folder)."""
+    if run_dir is not None:
+        runs.save_json(run_dir / RESULTS, results)
+        loop.finish(run_dir, {"updates": updates, "seconds": results["seconds"]})
 
 
 def save_embeddings(run_dir: str | Path, models: list[TrainedEmbeddings]) -> None:
@@ -432,17 +465,8 @@ def run_experiment(
     ``seconds`` counts from ``started`` (a ``time.time()``, default: this call).
     """
     start = time.time() if started is None else started
-    writer = loop.tensorboard_writer(tensorboard)
-    if run_dir is None:
-        return _run(data, configs, None, progress, start, writer)
-    run_dir = prepare_run_dir(run_dir, data, configs, source or {}, resume)
-    lock = runs.lock_run(run_dir)
-    try:
-        return _run(data, configs, run_dir, progress, start, writer)
-    finally:
-        lock.close()
-        if writer is not None:
-            writer.close()
+    with hypernym_run(run_dir, data, configs, source, resume, tensorboard) as (folder, writer):
+        return _run(data, configs, folder, progress, start, writer)
 
 
 def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | None, progress: bool,
@@ -461,9 +485,7 @@ def _run(data: HypernymDataset, configs: list[HypernymConfig], run_dir: Path | N
     models["transitive_closure"] = {"dev_accuracy": 100 * base["dev_accuracy"], "test_accuracy": 100 * base["test_accuracy"]}
     results = {"nodes": data.graph.n_nodes, "direct_edges": len(data.graph.edges), "edges": len(data.closure),
                "train_edges": len(data.train), "seed": data.seed, "seconds": time.time() - start, "models": models}
-    if run_dir is not None:
-        runs.save_json(run_dir / RESULTS, results)
-        loop.finish(run_dir, {"updates": {m.model: m.updates for m in trained}, "seconds": results["seconds"]})
+    finish_run(run_dir, results, {m.model: m.updates for m in trained})
     return results
 
 

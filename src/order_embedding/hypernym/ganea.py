@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import loop, runs
 from ..evaluation import best_f1_threshold, precision_recall_f1
-from .experiment import RESULTS, HypernymConfig, HypernymTrainee, embedding_errors, labelled
-from .protocol import method_of, prepare_protocol_run, save_tables, train_trainee
+from .experiment import HypernymConfig, HypernymTrainee, embedding_errors, finish_run, hypernym_run, labelled
+from .protocol import method_of, save_tables, train_trainee
 from .wordnet import GANEA_HELD_OUT_PERCENT, GANEA_NEGATIVES_PER_END, GaneaSplit, contains_edges, transitive_closure
 
 
@@ -78,13 +77,7 @@ def run_ganea(
     start = time.time() if started is None else started
     data = split.data
     root = (source or {}).get("root")
-    writer = loop.tensorboard_writer(tensorboard)
-    folder = None
-    lock = None
-    if run_dir is not None:
-        folder = prepare_protocol_run(Path(run_dir), data, configs, source or {}, protocol_record(split, root), resume)
-        lock = runs.lock_run(folder)
-    try:
+    with hypernym_run(run_dir, data, configs, source, resume, tensorboard, protocol_record(split, root)) as (folder, writer):
         models: dict[str, dict[str, Any]] = {}
         tables: dict[str, np.ndarray] = {}
         thresholds: dict[str, float] = {}
@@ -104,16 +97,8 @@ def run_ganea(
                    "nodes": data.graph.n_nodes, "edges": len(data.closure), "basic_edges": len(split.basic),
                    "non_basic_edges": len(split.non_basic), "train_edges": len(data.train), "dev_edges": len(data.dev),
                    "test_edges": len(data.test), "seed": data.seed, "seconds": time.time() - start, "models": models}
-        if folder is not None:
-            runs.save_json(folder / RESULTS, results)
-            loop.finish(folder, {"updates": {k: v["updates"] for k, v in models.items() if "updates" in v},
-                                 "seconds": results["seconds"]})
+        finish_run(folder, results, {k: v["updates"] for k, v in models.items() if "updates" in v})
         return results
-    finally:
-        if lock is not None:
-            lock.close()
-        if writer is not None:
-            writer.close()
 
 
 #: Rows of the printed table: key in ``results["models"]`` and its label.

@@ -1,5 +1,5 @@
 """What the evaluation protocols of the hypernym experiment share: the ``--protocol`` and ``--percent``
-options, training one embedding table with a protocol's own validation, and the run folder.
+options, training one embedding table with a protocol's own validation, and saving the tables.
 
 ``vendrov`` is the paper's split (:mod:`.experiment`); ``ganea`` the split of Ganea et al., "Hyperbolic
 Entailment Cones" (ICML 2018), scored by F1 (:mod:`.ganea`); ``reconstruction`` the mean rank and MAP of
@@ -16,8 +16,8 @@ import torch
 from .. import loop, options, runs
 from ..measures import MODELS
 from ..optim import flush_denormals
-from .experiment import BY_NAME, SYNSETS, HypernymConfig, HypernymTrainee, run_config
-from .wordnet import GANEA_PERCENTS, HypernymDataset
+from .experiment import BY_NAME, HypernymConfig, HypernymTrainee
+from .wordnet import GANEA_PERCENTS
 
 #: The protocols, the paper's first.
 PROTOCOLS = ("vendrov", "ganea", "reconstruction")
@@ -71,21 +71,6 @@ def train_trainee(trainee: HypernymTrainee, config: HypernymConfig, run_dir: Pat
         state, resumed = loop.start_state(files, trainee, trainee.rng, progress,
                                           limits=(config.max_epochs, trainee.per_epoch))
         return loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
-
-
-def prepare_protocol_run(run_dir: Path, data: HypernymDataset, configs: list[HypernymConfig],
-                         source: dict[str, Any], protocol: dict[str, Any], resume: bool) -> Path:
-    """Create a run folder (``config.json`` with ``kind: hypernym`` and the ``protocol`` and its settings, the synset
-    list); an existing run is refused unless ``resume`` with the same config."""
-    config = {**run_config(data, configs, source), "protocol": protocol}
-    if loop.check_new_or_resumed(run_dir, config, resume):
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / runs.METRICS).unlink(missing_ok=True)
-    g = data.graph
-    runs.save_json(run_dir / SYNSETS, {"names": g.names, "offsets": g.offsets.tolist()})
-    runs.save_json(run_dir / runs.CONFIG, config)
-    return run_dir
 
 
 def save_tables(run_dir: Path, tables: dict[str, np.ndarray], thresholds: dict[str, float],

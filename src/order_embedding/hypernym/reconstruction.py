@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from .. import loop, runs
-from .experiment import RESULTS, HypernymConfig, HypernymTrainee
-from .protocol import method_of, prepare_protocol_run, save_tables, train_trainee
+from .experiment import HypernymConfig, HypernymTrainee, finish_run, hypernym_run
+from .protocol import method_of, save_tables, train_trainee
 from .wordnet import HypernymDataset, NounGraph, transitive_closure
 
 #: Synsets sampled for the reconstruction measured at each validation (all of them at the end).
@@ -160,14 +159,8 @@ def run_reconstruction(
     ``run_dir``, ``resume`` and ``tensorboard`` as in :func:`.experiment.run_experiment`.
     """
     start = time.time() if started is None else started
-    writer = loop.tensorboard_writer(tensorboard)
-    folder = None
-    lock = None
-    if run_dir is not None:
-        record = {"name": "reconstruction", "root": (source or {}).get("root"), "valid_nodes": VALID_NODES}
-        folder = prepare_protocol_run(Path(run_dir), data, configs, source or {}, record, resume)
-        lock = runs.lock_run(folder)
-    try:
+    record = {"name": "reconstruction", "root": (source or {}).get("root"), "valid_nodes": VALID_NODES}
+    with hypernym_run(run_dir, data, configs, source, resume, tensorboard, record) as (folder, writer):
         models: dict[str, dict[str, Any]] = {}
         tables: dict[str, np.ndarray] = {}
         for cfg in configs:
@@ -183,15 +176,8 @@ def run_reconstruction(
         results = {"protocol": "reconstruction", "root": (source or {}).get("root"),
                    "dim": {c.model: c.dim for c in configs}, "nodes": data.graph.n_nodes, "edges": len(data.closure),
                    "seed": data.seed, "seconds": time.time() - start, "models": models}
-        if folder is not None:
-            runs.save_json(folder / RESULTS, results)
-            loop.finish(folder, {"updates": {k: v["updates"] for k, v in models.items()}, "seconds": results["seconds"]})
+        finish_run(folder, results, {k: v["updates"] for k, v in models.items()})
         return results
-    finally:
-        if lock is not None:
-            lock.close()
-        if writer is not None:
-            writer.close()
 
 
 def format_reconstruction(results: dict[str, Any]) -> str:
