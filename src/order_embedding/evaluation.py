@@ -256,18 +256,25 @@ def retrieval_lists(
     }
 
 
+def _labelled_errors(errors: np.ndarray, labels: np.ndarray, finite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Errors as float64 and labels as bool, flat, as many of each and at least one (with ``finite``, no NaN or
+    infinity among the errors); ``ValueError`` otherwise."""
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if len(e) == 0 or len(e) != len(y):
+        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    if finite and not np.isfinite(e).all():
+        raise ValueError("errors contain NaN or infinity")
+    return e, y
+
+
 def best_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The threshold (predict a positive pair, an edge or an entailment, iff error <= threshold) of highest accuracy, and that accuracy.
 
     Cuts fall between distinct error values, at the midpoint; equal errors always get the
     same prediction. Among equally accurate cuts the lowest threshold wins.
     """
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
-    if not np.isfinite(e).all():
-        raise ValueError("errors contain NaN or infinity")
+    e, y = _labelled_errors(errors, labels, finite=True)
     order = np.argsort(e, kind="stable")
     e, y = e[order], y[order]
     n_neg = int((~y).sum())
@@ -282,19 +289,13 @@ def best_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, float
 
 def accuracy_at(errors: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """Fraction of pairs classified right when a positive is predicted iff error <= threshold."""
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    e, y = _labelled_errors(errors, labels)
     return float(np.mean((e <= threshold) == y))
 
 
 def precision_recall_f1(errors: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float, float]:
     """Precision, recall and F1 (fractions) of predicting a positive iff error <= threshold (0 where undefined)."""
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
+    e, y = _labelled_errors(errors, labels)
     predicted = e <= threshold
     tp = int((predicted & y).sum())
     fp, fn = int((predicted & ~y).sum()), int((~predicted & y).sum())
@@ -309,12 +310,7 @@ def best_f1_threshold(errors: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     The threshold is one of the errors, so equal errors always get the same prediction; among
     equally good thresholds the lowest wins (the rule of Ganea et al.'s ``eval.py``).
     """
-    e = np.asarray(errors, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=bool).ravel()
-    if len(e) == 0 or len(e) != len(y):
-        raise ValueError(f"need as many labels as errors, at least one (got {len(e)} errors, {len(y)} labels)")
-    if not np.isfinite(e).all():
-        raise ValueError("errors contain NaN or infinity")
+    e, y = _labelled_errors(errors, labels, finite=True)
     if not y.any():
         raise ValueError("F1 needs at least one positive")
     order = np.argsort(e, kind="stable")
