@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from order_embedding.entailment.experiment import EntailmentConfig
 
 
 def free_port() -> int:
@@ -55,3 +58,19 @@ class Ran:
 def run(capsys, *argv: object) -> Ran:
     """The command line in this process."""
     return Ran(capsys, argv)
+
+
+def write_tiny_snli(root: Path) -> Path:
+    """A tiny SNLI folder under ``root`` (the same 18 sentence pairs in each split) for the entailment tests."""
+    d = root / "snli"
+    d.mkdir()
+    rows = [{"gold_label": g, "sentence1": f"A {c} dog runs .", "sentence2": f"A dog {v} ."}
+            for g, c, v in [("entailment", "big", "runs"), ("contradiction", "small", "sleeps"),
+                            ("neutral", "red", "runs fast")] * 6]
+    for split in ("train", "dev", "test"):
+        (d / f"snli_1.0_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+#: A tiny entailment model for the tests that train one.
+TINY_ENTAILMENT = EntailmentConfig(dim=8, dim_word=4, batch_size=4, max_epochs=3, validFreq=3, dispFreq=2, lrate=0.01)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_ENTAILMENT, write_tiny_snli
 from wordnet_files import TINY, write_wordnet
 
 from order_embedding import loop, runs
@@ -135,30 +136,17 @@ def test_hypernym_resume_refuses_a_state_beyond_the_config(tmp_path, capsys):
     assert "has uidx 1000000" in _one_error_line(capsys, [*args, "--resume"])
 
 
-def _snli(tmp_path: Path) -> Path:
-    d = tmp_path / "snli"
-    d.mkdir()
-    rows = [{"gold_label": g, "sentence1": f"A {c} dog runs .", "sentence2": f"A dog {v} ."}
-            for g, c, v in [("entailment", "big", "runs"), ("contradiction", "small", "sleeps"),
-                            ("neutral", "red", "runs fast")] * 6]
-    for split in ("train", "dev", "test"):
-        (d / f"snli_1.0_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
-
-
-ENTAILMENT = entailment.EntailmentConfig(dim=8, dim_word=4, batch_size=4, max_epochs=3, validFreq=3, dispFreq=2,
-                                         lrate=0.01)
 
 
 @pytest.mark.parametrize("call", [2, 4, 7, 16])  # 4 updates an epoch; the symmetric model starts at update 13
 def test_entailment_resumed_after_an_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, call):
-    data = read_snli(_snli(tmp_path))
-    whole = entailment.run_experiment(data, ENTAILMENT, tmp_path / "whole", "t", progress=False)
+    data = read_snli(write_tiny_snli(tmp_path))
+    whole = entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "whole", "t", progress=False)
     _interrupt_at(monkeypatch, entailment, "clip_gradients", call)
     with pytest.raises(Interrupt):
-        entailment.run_experiment(data, ENTAILMENT, tmp_path / "part", "t", progress=False)
+        entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "part", "t", progress=False)
     monkeypatch.undo()
-    part = entailment.run_experiment(data, ENTAILMENT, tmp_path / "part", "t", progress=False, resume=True)
+    part = entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "part", "t", progress=False, resume=True)
     assert _without_seconds(part) == _without_seconds(whole)
     for name in (runs.BEST, "last.order.safetensors", "last.symmetric.safetensors"):
         _same_tensors(tmp_path / "whole" / name, tmp_path / "part" / name)
@@ -166,7 +154,7 @@ def test_entailment_resumed_after_an_interruption_equals_an_uninterrupted_run(tm
 
 
 def test_entailment_cli_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    args = ["entailment", "--snli", str(_snli(tmp_path)), "--dim", "8", "--dim_word", "4", "--batch_size", "4",
+    args = ["entailment", "--snli", str(write_tiny_snli(tmp_path)), "--dim", "8", "--dim_word", "4", "--batch_size", "4",
             "--max_epochs", "2", "--validFreq", "3", "--save_dir", str(tmp_path), "--name", "e", "--quiet"]
     _interrupt_at(monkeypatch, entailment, "clip_gradients", 5)
     with pytest.raises(Interrupt):
@@ -179,7 +167,7 @@ def test_entailment_cli_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys
 
 
 def test_entailment_resume_refuses_a_state_beyond_the_config(tmp_path, capsys):
-    args = ["entailment", "--snli", str(_snli(tmp_path)), "--dim", "8", "--dim_word", "4", "--batch_size", "4",
+    args = ["entailment", "--snli", str(write_tiny_snli(tmp_path)), "--dim", "8", "--dim_word", "4", "--batch_size", "4",
             "--max_epochs", "2", "--validFreq", "3", "--save_dir", str(tmp_path), "--name", "e", "--quiet"]
     assert main(args) == 0
     assert main([*args, "--resume"]) == 0  # the run as written resumes (at its end)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_ENTAILMENT, write_tiny_snli
 from wordnet_files import TINY, write_wordnet
 
 from order_embedding import runs
@@ -102,33 +103,20 @@ def test_an_older_hypernym_run_folder_loads_and_resumes(tmp_path, monkeypatch) -
         hypernym.run_experiment(data, other, run_dir=tmp_path / "part", progress=False, resume=True)
 
 
-def _snli(tmp_path: Path) -> Path:
-    d = tmp_path / "snli"
-    d.mkdir()
-    rows = [{"gold_label": g, "sentence1": f"A {c} dog runs .", "sentence2": f"A dog {v} ."}
-            for g, c, v in [("entailment", "big", "runs"), ("contradiction", "small", "sleeps"),
-                            ("neutral", "red", "runs fast")] * 6]
-    for split in ("train", "dev", "test"):
-        (d / f"snli_1.0_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return d
-
-
-ENTAILMENT = entailment.EntailmentConfig(dim=8, dim_word=4, batch_size=4, max_epochs=3, validFreq=3, dispFreq=2,
-                                         lrate=0.01)
 
 
 def test_an_older_entailment_run_folder_loads_and_resumes(tmp_path, monkeypatch) -> None:
-    data = read_snli(_snli(tmp_path))
-    whole = entailment.run_experiment(data, ENTAILMENT, tmp_path / "whole", "snli", progress=False)
+    data = read_snli(write_tiny_snli(tmp_path))
+    whole = entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "whole", "snli", progress=False)
     assert runs.load_json(tmp_path / "whole" / runs.CONFIG)["model"]["methods"] == {"order": "order",
                                                                                     "symmetric": "cosine"}
     _interrupt_at(monkeypatch, entailment, "clip_gradients", 7)  # in the order model's second epoch
     with pytest.raises(Interrupt):
-        entailment.run_experiment(data, ENTAILMENT, tmp_path / "part", "snli", progress=False)
+        entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "part", "snli", progress=False)
     monkeypatch.undo()
     today = _with_old_keys(tmp_path / "part")
     assert RunFolders(tmp_path).config("part") == today
-    part = entailment.run_experiment(data, ENTAILMENT, tmp_path / "part", "snli", progress=False, resume=True)
+    part = entailment.run_experiment(data, TINY_ENTAILMENT, tmp_path / "part", "snli", progress=False, resume=True)
     assert _without_seconds(part) == _without_seconds(whole)
     for name in (runs.BEST, "last.order.safetensors", "last.symmetric.safetensors"):
         _same_tensors(tmp_path / "whole" / name, tmp_path / "part" / name)
