@@ -21,7 +21,7 @@ from .types import add_options, with_defaults
 
 #: The options that make up :class:`HypernymConfig`, besides the measure (``method``).
 CONFIG = ("dim", "max_epochs", "batch_size", "lrate", "margin", "negatives", "filter_negatives",
-          "reversed_negatives", "lr_decay",
+          "reversed_negatives", "lr_decay", "training",
           "validFreq", "seed")
 
 

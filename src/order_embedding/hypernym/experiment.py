@@ -29,6 +29,7 @@ from ..evaluation import accuracy_at, best_threshold
 from ..loss import pair_hinge_loss
 from ..measures import MEASURES, MODELS, measure_keyword, measure_name, model_name
 from ..optim import flush_denormals
+from . import sgd
 from .wordnet import DEFAULT_WORDNET_DIR, HypernymDataset, contains_edges, corrupt_edges, transitive_closure
 
 #: Run-folder file listing the synset of each embedding row.
@@ -39,6 +40,9 @@ RESULTS = "results.json"
 #: a checkpoint holds the table, Adam's moments and the best table (about 66 MB for WordNet at dim 50), and
 #: validations come every few hundred milliseconds.
 CHECKPOINT_SECONDS = 60.0
+
+#: How a model trains (``--training``): the paper's Adam, or Ganea et al.'s SGD (:mod:`.sgd`).
+TRAININGS = ("paper", "ganea")
 
 #: The options of ``order-embedding hypernym``: the training options shared with ``train`` (same flags and
 #: rules, this experiment's defaults), then its own.
@@ -61,6 +65,11 @@ OPTIONS: tuple[options.Option, ...] = (
     options.Option("reversed_negatives", False, options.boolean, "also use each training edge reversed "
                    "(hypernym, hyponym) as a negative every epoch"),
     options.Option("lr_decay", False, options.boolean, "decay the learning rate linearly to 0 over the run"),
+    options.Option("training", "paper", options.choice(*TRAININGS), "paper: Adam on the mean loss of shuffled "
+                   "batches of edges and negatives, vectors from N(0, 1) kept non-negative; ganea: Ganea et al.'s "
+                   "order-embedding training, plain SGD on the summed loss of batches of edges, each with "
+                   "--negatives pairs that replace its hyponym, vectors from uniform +-0.1 (order model only; "
+                   "dev measured at each epoch's end)"),
     options.shared("validFreq", 100, "evaluate on dev every this many updates and at each epoch's end",
                    aliases=("valid-every",)),
     options.NO_SYMMETRIC,
@@ -95,6 +104,7 @@ class HypernymConfig:
     filter_negatives: bool = False
     reversed_negatives: bool = False
     lr_decay: bool = False
+    training: str = "paper"
     validFreq: int = BY_NAME["validFreq"].default
     seed: int = BY_NAME["seed"].default
 
@@ -103,6 +113,10 @@ class HypernymConfig:
         for f in fields(self):
             if f.name in BY_NAME:
                 setattr(self, f.name, BY_NAME[f.name].parse(getattr(self, f.name)))
+        if self.training == "ganea" and self.method != "order":
+            raise options.OptionError("--training ganea trains the order model only (add --no-symmetric)")
+        if self.training == "ganea" and self.reversed_negatives:
+            raise options.OptionError("--reversed-negatives applies only to --training paper")
 
     @property
     def model(self) -> str:
@@ -237,26 +251,40 @@ class HypernymTrainee:
         n = data.graph.n_nodes
         init_seed, sample_seed = np.random.SeedSequence([config.seed, list(MEASURES).index(config.method)]).generate_state(2)
         self.rng = np.random.default_rng(sample_seed)
-        self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(
-            torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))})
+        self.ganea = config.training == "ganea"
+        start = (sgd.initial_table(n, config.dim, int(init_seed)) if self.ganea else
+                 torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))
+        self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(start)})
         self.weight = self.table["weight"]
         self.grad = torch.zeros_like(self.weight)
-        self.optimizer: torch.optim.Optimizer = adam_optimizer(self.weight, config.lrate)
         self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
-        self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives + config.reversed_negatives)
-                                   / config.batch_size)
+        if self.ganea:  # one step of the loop is a compiled epoch of SGD updates; the optimizer holds its rate
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD([self.weight], lr=config.lrate)
+            self.per_epoch, self.updates_per_step = 1, math.ceil(len(data.train) / config.batch_size)
+            self.known = sgd.hyponym_index(data.train if config.filter_negatives else np.empty((0, 2), np.int64), n)
+        else:
+            self.optimizer = adam_optimizer(self.weight, config.lrate)
+            self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives + config.reversed_negatives)
+                                       / config.batch_size)
+            self.updates_per_step = 1
         self.best = self.current().clone()
         self.threshold, self.dev_accuracy, self.best_epoch = 0.0, -1.0, 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def current(self) -> torch.Tensor:
-        """The embeddings as they are read (the order model's clamped at 0)."""
+        """The embeddings as they are read: the order model's clamped at 0 (shifted into the orthant with
+        Ganea et al.'s training, which does not clamp)."""
         w = self.weight.detach()
+        if self.ganea:
+            return sgd.shifted(w)
         return w.clamp(min=0) if self.cfg.method == "order" else w
 
-    def batches(self, epoch: int, rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int, rng: np.random.Generator) -> list[Any]:
         """The training edges and their negatives (fresh random ones, and the reversed edges with
-        ``reversed_negatives``), shuffled, in batches of ``batch_size``."""
+        ``reversed_negatives``), shuffled, in batches of ``batch_size``; with Ganea et al.'s training, one
+        seed for the whole epoch's shuffle and negatives."""
+        if self.ganea:
+            return [int(rng.integers(2**63))]
         pairs, labels = labelled(self.data.train, training_negatives(self.data, self.cfg, rng))
         shuffle = rng.permutation(len(pairs))
         pairs_t, labels_t = torch.from_numpy(pairs[shuffle]), torch.from_numpy(labels[shuffle])
@@ -268,15 +296,24 @@ class HypernymTrainee:
         """See :func:`learning_rate`."""
         return [learning_rate(self.cfg, state.uidx, self.cfg.max_epochs * self.per_epoch)]
 
-    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """The mean hinge loss of the batch (the rows it reads are clamped first)."""
+    def loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """The mean hinge loss of the batch (the rows it reads are clamped first); with Ganea et al.'s
+        training, the epoch's updates are made here and the loss is their mean per edge."""
+        if self.ganea:
+            lr = self.optimizer.param_groups[0]["lr"]
+            mean = sgd.train_epoch(self.weight.detach(), self.data.train, self.known, self.cfg.negatives, lr,
+                                   self.cfg.margin, self.cfg.batch_size, np.random.default_rng(batch))
+            return torch.tensor(mean), len(self.data.train)
         pairs, labels = batch
         loss, rows, gathered = forward_rows(self.weight, pairs, labels, self.cfg.method, self.cfg.margin)
         self._pending = rows, gathered
         return loss, len(labels)
 
     def step(self, loss: torch.Tensor) -> None:
-        """Adam on the whole table with the batch rows' gradients."""
+        """Adam on the whole table with the batch rows' gradients (nothing with Ganea et al.'s training, whose
+        epoch :meth:`loss` ran)."""
+        if self.ganea:
+            return
         assert self._pending is not None
         apply_rows(self.weight, self.grad, self.optimizer, loss, *self._pending)
         self._pending = None
@@ -338,7 +375,8 @@ def train_embeddings(
     return TrainedEmbeddings(
         model=cfg.model, embeddings=trainee.best.numpy(), threshold=trainee.threshold,
         dev_accuracy=trainee.dev_accuracy, test_accuracy=test_acc, best_epoch=trainee.best_epoch,
-        best_uidx=state.best_uidx, updates=state.uidx, seconds=state.seconds, config=cfg,
+        best_uidx=state.best_uidx * trainee.updates_per_step, updates=state.uidx * trainee.updates_per_step,
+        seconds=state.seconds, config=cfg,
     )
 
 

@@ -88,7 +88,8 @@ def run_ganea(
             errors = embedding_errors(trainee.best, test_pairs, method_of(cfg))
             models[cfg.model] = {"dev_f1": 100 * trainee.dev_accuracy, **scores(errors, test_labels, trainee.threshold, "test"),
                                  "threshold": trainee.threshold, "best_epoch": trainee.best_epoch,
-                                 "best_uidx": state.best_uidx, "updates": state.uidx, "seconds": state.seconds}
+                                 "best_uidx": state.best_uidx * trainee.updates_per_step,
+                                 "updates": state.uidx * trainee.updates_per_step, "seconds": state.seconds}
             tables[cfg.model], thresholds[cfg.model] = trainee.best.numpy(), trainee.threshold
             if folder is not None:
                 save_tables(folder, tables, thresholds, {k: v["dev_f1"] for k, v in models.items()})

@@ -168,7 +168,8 @@ def run_reconstruction(
             state = train_trainee(trainee, cfg, folder, progress, writer)
             m = reconstruction_metrics(trainee.best.numpy(), data.closure, method_of(cfg))
             models[cfg.model] = {"mean_rank": m["mean_rank"], "map": 100 * m["map"], "valid_map": 100 * trainee.dev_accuracy,
-                                 "best_epoch": trainee.best_epoch, "best_uidx": state.best_uidx, "updates": state.uidx,
+                                 "best_epoch": trainee.best_epoch, "best_uidx": state.best_uidx * trainee.updates_per_step,
+                                 "updates": state.uidx * trainee.updates_per_step,
                                  "seconds": state.seconds}
             tables[cfg.model] = trainee.best.numpy()
             if folder is not None:
