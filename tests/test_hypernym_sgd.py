@@ -43,7 +43,7 @@ def test_drawn_negatives_avoid_the_hypernym_and_its_known_hyponyms() -> None:
     assert drawn.shape == (len(edges), 40)
     below = np.bincount(edges[:, 1], minlength=n)
     assert below[0] == n - 1  # the root: nothing to avoid it with, so its draws are kept after the last round
-    for (x, y), row in zip(edges, drawn):
+    for (_x, y), row in zip(edges, drawn):
         if below[y] < n - 1:
             assert all(v != y and (int(v), int(y)) not in known for v in row)
     # every allowed replacement of a hypernym with many hyponyms turns up, each about equally often
