@@ -27,25 +27,27 @@ def random_edges(n: int, m: int, seed: int) -> np.ndarray:
     return transitive_closure(np.array(sorted(edges)), n)
 
 
-def test_hyponym_index_lists_each_synsets_known_hyponyms() -> None:
+def test_excluded_index_lists_each_synset_and_its_known_hyponyms() -> None:
     edges = random_edges(40, 60, seed=1)
-    start, index = sgd.hyponym_index(edges, 40)
+    start, index = sgd.excluded_index(np.concatenate([edges, edges[:5]]), 40)  # a repeated edge counts once
     for y in range(40):
-        assert index[start[y]:start[y + 1]].tolist() == sorted(int(x) for x, h in edges if h == y)
+        assert index[start[y]:start[y + 1]].tolist() == sorted({y} | {int(x) for x, h in edges if h == y})
 
 
 def test_drawn_negatives_avoid_the_hypernym_and_its_known_hyponyms() -> None:
     n = 30
     edges = random_edges(n, 50, seed=2)
     known = {(int(x), int(y)) for x, y in edges}
-    start, index = sgd.hyponym_index(edges, n)
+    start, index = sgd.excluded_index(edges, n)
     drawn = sgd.draw_hyponym_negatives(edges, start, index, n, 40, 7)
     assert drawn.shape == (len(edges), 40)
     below = np.bincount(edges[:, 1], minlength=n)
-    assert below[0] == n - 1  # the root: nothing to avoid it with, so its draws are kept after the last round
+    assert below[0] == n - 1  # the root: every synset lies below it, so its draws are from all synsets
     for (_x, y), row in zip(edges, drawn):
         if below[y] < n - 1:
             assert all(v != y and (int(v), int(y)) not in known for v in row)
+        else:
+            assert np.all((row >= 0) & (row < n))
     # every allowed replacement of a hypernym with many hyponyms turns up, each about equally often
     y = int(np.where(below < n - 1, below, -1).argmax())
     allowed = [v for v in range(n) if v != y and (v, y) not in known]
@@ -55,7 +57,7 @@ def test_drawn_negatives_avoid_the_hypernym_and_its_known_hyponyms() -> None:
     assert set(np.flatnonzero(counts)) == set(allowed)
     assert np.all(np.abs(counts[allowed] - expected) < 5 * math.sqrt(expected))
     # with nothing known, only the hypernym itself is avoided
-    empty = sgd.hyponym_index(np.empty((0, 2), np.int64), n)
+    empty = sgd.excluded_index(np.empty((0, 2), np.int64), n)
     free = sgd.draw_hyponym_negatives(edges, *empty, n, 40, 7)
     assert np.all(free != edges[:, 1:]) and len(np.unique(free)) == n
 

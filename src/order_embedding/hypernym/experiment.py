@@ -261,7 +261,7 @@ class HypernymTrainee:
         if self.ganea:  # one step of the loop is a compiled epoch of SGD updates; the optimizer holds its rate
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD([self.weight], lr=config.lrate)
             self.per_epoch, self.updates_per_step = 1, math.ceil(len(data.train) / config.batch_size)
-            self.known = sgd.hyponym_index(data.train if config.filter_negatives else np.empty((0, 2), np.int64), n)
+            self.known = sgd.excluded_index(data.train if config.filter_negatives else np.empty((0, 2), np.int64), n)
         else:
             self.optimizer = adam_optimizer(self.weight, config.lrate)
             self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives + config.reversed_negatives)

@@ -17,53 +17,50 @@ import torch
 
 #: Vectors start uniform in (-INIT_RANGE, INIT_RANGE) (their ``init_range``).
 INIT_RANGE = 0.1
-#: Draws of a negative hyponym before the last one is kept: a hypernym with nearly every synset below it
-#: (their code then samples from all synsets).
-NEGATIVE_ROUNDS = 100
 
 
-def hyponym_index(edges: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The known hyponyms of each synset, sorted: synset ``y``'s are ``index[start[y]:start[y + 1]]``.
+def excluded_index(edges: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synsets a replacement hyponym of each synset ``y`` avoids, sorted: ``y`` itself and its known
+    hyponyms in ``edges`` (hyponym, hypernym rows), as ``index[start[y]:start[y + 1]]``.
 
-    >>> start, index = hyponym_index(np.array([[2, 0], [1, 0], [2, 1]]), 3)
-    >>> index[start[0]:start[1]].tolist(), index[start[1]:start[2]].tolist()
-    ([1, 2], [2])
+    >>> start, index = excluded_index(np.array([[2, 0], [1, 0], [2, 1]]), 3)
+    >>> [index[start[y]:start[y + 1]].tolist() for y in range(3)]
+    [[0, 1, 2], [1, 2], [2]]
     """
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-    order = np.lexsort((edges[:, 0], edges[:, 1]))
+    own = np.arange(n_nodes, dtype=np.int64)
+    keys = np.unique(np.concatenate([edges[:, 1] * n_nodes + edges[:, 0], own * n_nodes + own]))  # by y, then x
     start = np.zeros(n_nodes + 1, np.int64)
-    np.add.at(start, edges[:, 1] + 1, 1)
-    return np.cumsum(start), np.ascontiguousarray(edges[order, 0])
-
-
-@numba.njit(cache=True)
-def _is_known(start: np.ndarray, index: np.ndarray, y: int, x: int) -> bool:
-    lo, hi = start[y], start[y + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if index[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < start[y + 1] and index[lo] == x
+    np.add.at(start, keys // n_nodes + 1, 1)
+    return np.cumsum(start), keys % n_nodes
 
 
 @numba.njit(cache=True)
 def draw_hyponym_negatives(edges: np.ndarray, start: np.ndarray, index: np.ndarray, n_nodes: int, k: int,
                            seed: int) -> np.ndarray:
-    """``k`` replacement hyponyms for each edge row: uniform synsets other than its hypernym and, when
-    ``index`` lists any, not known below it (drawn again up to :data:`NEGATIVE_ROUNDS` times)."""
+    """``k`` replacement hyponyms for each edge row (hyponym, hypernym ``y``): uniform over the synsets that
+    :func:`excluded_index` does not list for ``y`` (over every synset when it lists them all, as their code
+    does for the root)."""
     np.random.seed(seed)
     out = np.empty((len(edges), k), np.int64)
     for j in range(len(edges)):
         y = edges[j, 1]
+        first, m = start[y], start[y + 1] - start[y]
+        allowed = n_nodes - m
         for s in range(k):
-            x = np.random.randint(n_nodes)
-            for _ in range(NEGATIVE_ROUNDS - 1):
-                if x != y and not _is_known(start, index, y, x):
-                    break
-                x = np.random.randint(n_nodes)
-            out[j, s] = x
+            if allowed == 0:
+                out[j, s] = np.random.randint(n_nodes)
+                continue
+            # the r-th allowed synset is r plus the number of excluded synsets e_i (sorted) with e_i - i <= r
+            r = np.random.randint(allowed)
+            lo, hi = 0, m
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if index[first + mid] - mid <= r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[j, s] = r + lo
     return out
 
 
@@ -122,7 +119,7 @@ def shifted(table: torch.Tensor) -> torch.Tensor:
 def train_epoch(table: torch.Tensor, edges: np.ndarray, known: tuple[np.ndarray, np.ndarray], negatives: int,
                 lr: float, margin: float, batch_size: int, rng: np.random.Generator) -> float:
     """One shuffled epoch of SGD on ``edges`` (hyponym, hypernym rows) with fresh negatives; the mean loss
-    per edge. ``known``: :func:`hyponym_index` of the edges a negative must avoid (empty: any synset)."""
+    per edge. ``known``: :func:`excluded_index` of the edges whose hyponyms a negative avoids."""
     order = edges[rng.permutation(len(edges))]
     drawn = draw_hyponym_negatives(order, known[0], known[1], len(table), negatives, int(rng.integers(2**31)))
     return sgd_epoch(table.numpy(), order, drawn, lr, margin, batch_size) / max(len(edges), 1)
