@@ -43,6 +43,8 @@ VARIANTS: dict[str, list[str]] = {
     "reversed-negatives": ["--reversed-negatives"],
     "negatives-2-filtered-30-epochs-lr-decay": ["--negatives", "2", "--filter-negatives", "--max_epochs", "30",
                                                 "--lr-decay"],
+    "ganea-training-100-epochs": ["--training", "ganea", "--lrate", "0.1", "--batch_size", "10", "--negatives", "10",
+                                  "--filter-negatives", "--max_epochs", "100"],
 }
 
 
