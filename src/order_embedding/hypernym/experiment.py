@@ -256,7 +256,6 @@ class HypernymTrainee:
                  torch.randn(n, config.dim, generator=torch.Generator().manual_seed(int(init_seed))))
         self.table = torch.nn.ParameterDict({"weight": torch.nn.Parameter(start)})
         self.weight = self.table["weight"]
-        self.grad = torch.zeros_like(self.weight)
         self.dev_pairs, self.dev_labels = labelled(data.dev, data.dev_negatives)
         if self.ganea:  # one step of the loop is a compiled epoch of SGD updates; the optimizer holds its rate
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD([self.weight], lr=config.lrate)
@@ -264,6 +263,7 @@ class HypernymTrainee:
             self.known = sgd.excluded_index(data.train if config.filter_negatives else np.empty((0, 2), np.int64), n)
         else:
             self.optimizer = adam_optimizer(self.weight, config.lrate)
+            self.grad = torch.zeros_like(self.weight)  # see train_step
             self.per_epoch = math.ceil(len(data.train) * (1 + config.negatives + config.reversed_negatives)
                                        / config.batch_size)
             self.updates_per_step = 1
