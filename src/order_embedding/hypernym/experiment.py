@@ -66,9 +66,9 @@ OPTIONS: tuple[options.Option, ...] = (
                    "(hypernym, hyponym) as a negative every epoch"),
     options.Option("lr_decay", False, options.boolean, "decay the learning rate linearly to 0 over the run"),
     options.Option("training", "paper", options.choice(*TRAININGS), "paper: Adam on the mean loss of shuffled "
-                   "batches of edges and negatives, vectors from N(0, 1) kept non-negative; ganea: Ganea et al.'s "
-                   "order-embedding training, plain SGD on the summed loss of batches of edges, each with "
-                   "--negatives pairs that replace its hyponym, vectors from uniform +-0.1 (order model only; "
+                   "batches of edges and negatives, vectors from N(0, 1) clamped at 0; ganea: Ganea et al.'s "
+                   "SGD training, on the summed loss of batches of edges, each with --negatives pairs that "
+                   "replace its hyponym, vectors uniform within 0.1 of 0 and not clamped (order model only; "
                    "dev measured at each epoch's end)"),
     options.shared("validFreq", 100, "evaluate on dev every this many updates and at each epoch's end",
                    aliases=("valid-every",)),
