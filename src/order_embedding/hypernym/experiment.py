@@ -348,6 +348,18 @@ class HypernymTrainee:
         self.threshold, self.dev_accuracy, self.best_epoch = meta["threshold"], meta["dev_accuracy"], meta["best_epoch"]
 
 
+def train_trainee(trainee: HypernymTrainee, run_dir: Path | None, progress: bool, tensorboard: Any) -> loop.TrainState:
+    """Run :func:`loop.train_loop` on a hypernym trainee of any protocol (checkpoints and metrics tagged with its
+    model; a checkpoint at most every :data:`CHECKPOINT_SECONDS` between epoch ends)."""
+    cfg = trainee.cfg
+    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
+    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True,
+                             checkpoint_seconds=CHECKPOINT_SECONDS)
+    with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
+        state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(cfg.max_epochs, trainee.per_epoch))
+        return loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
+
+
 def train_embeddings(
     data: HypernymDataset,
     config: HypernymConfig,
@@ -362,14 +374,8 @@ def train_embeddings(
     model's checkpoint there.
     """
     cfg = config
-    run_dir = Path(run_dir) if run_dir is not None else None
     trainee = HypernymTrainee(data, cfg)
-    files = loop.RunFiles(run_dir, runs.checkpoint_name(cfg.model), {"model": cfg.model}, tensorboard=tensorboard)
-    schedule = loop.Schedule(cfg.max_epochs, cfg.validFreq, None, valid_each_epoch=True,
-                             checkpoint_seconds=CHECKPOINT_SECONDS)
-    with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
-        state, resumed = loop.start_state(files, trainee, trainee.rng, progress, limits=(cfg.max_epochs, trainee.per_epoch))
-        state = loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
+    state = train_trainee(trainee, Path(run_dir) if run_dir is not None else None, progress, tensorboard)
     test_pairs, test_labels = labelled(data.test, data.test_negatives)
     test_acc = accuracy_at(embedding_errors(trainee.best, test_pairs, cfg.method), test_labels, trainee.threshold)
     return TrainedEmbeddings(

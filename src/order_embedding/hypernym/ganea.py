@@ -15,8 +15,16 @@ from typing import Any
 import numpy as np
 
 from ..evaluation import best_f1_threshold, precision_recall_f1
-from .experiment import HypernymConfig, HypernymTrainee, embedding_errors, finish_run, hypernym_run, labelled
-from .protocol import method_of, save_tables, train_trainee
+from .experiment import (
+    HypernymConfig,
+    HypernymTrainee,
+    embedding_errors,
+    finish_run,
+    hypernym_run,
+    labelled,
+    train_trainee,
+)
+from .protocol import method_of, save_tables
 from .wordnet import GANEA_HELD_OUT_PERCENT, GANEA_NEGATIVES_PER_END, GaneaSplit, contains_edges, transitive_closure
 
 
@@ -83,7 +91,7 @@ def run_ganea(
         thresholds: dict[str, float] = {}
         for cfg in configs:
             trainee = F1Trainee(data, cfg)
-            state = train_trainee(trainee, cfg, folder, progress, writer)
+            state = train_trainee(trainee, folder, progress, writer)
             test_pairs, test_labels = labelled(data.test, data.test_negatives)
             errors = embedding_errors(trainee.best, test_pairs, method_of(cfg))
             models[cfg.model] = {"dev_f1": 100 * trainee.dev_accuracy, **scores(errors, test_labels, trainee.threshold, "test"),

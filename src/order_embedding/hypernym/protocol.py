@@ -1,5 +1,5 @@
 """What the evaluation protocols of the hypernym experiment share: the ``--protocol`` and ``--percent``
-options, training one embedding table with a protocol's own validation, and saving the tables.
+options, the measure of a config, and saving the tables.
 
 ``vendrov`` is the paper's split (:mod:`.experiment`); ``ganea`` the split of Ganea et al., "Hyperbolic
 Entailment Cones" (ICML 2018), scored by F1 (:mod:`.ganea`); ``reconstruction`` the mean rank and MAP of
@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import loop, options, runs
+from .. import options, runs
 from ..measures import MODELS
-from ..optim import flush_denormals
-from .experiment import BY_NAME, HypernymConfig, HypernymTrainee
+from .experiment import BY_NAME, HypernymConfig
 from .wordnet import GANEA_PERCENTS
 
 #: The protocols, the paper's first.
@@ -60,17 +59,6 @@ def check_protocol(opt: dict[str, Any]) -> None:
 def method_of(config: HypernymConfig) -> str:
     """The measure (``order`` or ``cosine``) of a config, read through its model's name."""
     return MODELS[config.model]
-
-
-def train_trainee(trainee: HypernymTrainee, config: HypernymConfig, run_dir: Path | None, progress: bool,
-                  tensorboard: Any) -> loop.TrainState:
-    """Run :func:`loop.train_loop` on a hypernym trainee (checkpoints and metrics tagged with its model)."""
-    files = loop.RunFiles(run_dir, runs.checkpoint_name(config.model), {"model": config.model}, tensorboard=tensorboard)
-    schedule = loop.Schedule(config.max_epochs, config.validFreq, None, valid_each_epoch=True)
-    with flush_denormals():  # Adam's moments of rows left untouched decay towards the subnormal range
-        state, resumed = loop.start_state(files, trainee, trainee.rng, progress,
-                                          limits=(config.max_epochs, trainee.per_epoch))
-        return loop.train_loop(trainee, schedule, files, trainee.rng, state, resumed, progress)
 
 
 def save_tables(run_dir: Path, tables: dict[str, np.ndarray], thresholds: dict[str, float],

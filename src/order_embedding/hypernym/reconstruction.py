@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from .experiment import HypernymConfig, HypernymTrainee, finish_run, hypernym_run
-from .protocol import method_of, save_tables, train_trainee
+from .experiment import HypernymConfig, HypernymTrainee, finish_run, hypernym_run, train_trainee
+from .protocol import method_of, save_tables
 from .wordnet import HypernymDataset, NounGraph, transitive_closure
 
 #: Synsets sampled for the reconstruction measured at each validation (all of them at the end).
@@ -165,7 +165,7 @@ def run_reconstruction(
         tables: dict[str, np.ndarray] = {}
         for cfg in configs:
             trainee = ReconstructionTrainee(data, cfg)
-            state = train_trainee(trainee, cfg, folder, progress, writer)
+            state = train_trainee(trainee, folder, progress, writer)
             m = reconstruction_metrics(trainee.best.numpy(), data.closure, method_of(cfg))
             models[cfg.model] = {"mean_rank": m["mean_rank"], "map": 100 * m["map"], "valid_map": 100 * trainee.dev_accuracy,
                                  "best_epoch": trainee.best_epoch, "best_uidx": state.best_uidx * trainee.updates_per_step,
