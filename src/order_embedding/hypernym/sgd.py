@@ -7,7 +7,8 @@ the sum over its edges of ``E(x, y) + sum max(0, margin - E(x', y))`` with the o
 ``E(x, y) = sum_i max(0, y_i - x_i)^2``; every gradient of the batch is taken at the table as it was before
 the batch, and the table then moves by ``-lr`` times their sum. Vectors start uniform in
 :data:`INIT_RANGE` and are not clamped: the errors depend only on differences, so a table shifted into the
-non-negative orthant (:func:`shifted`) has the same errors. One compiled call runs an epoch.
+non-negative orthant (:func:`shifted`) has the same errors. An epoch is two compiled calls: the negatives'
+draw and the SGD pass.
 """
 from __future__ import annotations
 
