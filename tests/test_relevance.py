@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from order_embedding.relevance import average_precision, roc_auc, roc_curve
+from order_embedding.relevance import average_precision, roc, roc_auc, roc_curve
 
 
 def test_average_precision_hand_made():
@@ -49,6 +49,9 @@ def test_roc_curve_against_thresholds():
     assert fpr == pytest.approx(np.linspace(0, 1, 21))
     assert tpr == pytest.approx(expected)
     assert tpr[-1] == 1.0
+    auc, fpr_together, tpr_together = roc(errors, relevant, points=21)
+    assert auc == pytest.approx(brute_auc(errors, relevant))
+    assert np.array_equal(fpr_together, fpr) and np.array_equal(tpr_together, tpr)
 
 
 def test_perfect_and_reversed_scores():

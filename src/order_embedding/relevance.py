@@ -27,48 +27,47 @@ def average_precision(errors: np.ndarray, relevant: np.ndarray) -> np.ndarray:
 def roc_auc(errors: np.ndarray, relevant: np.ndarray) -> float:
     """Area under the ROC curve of "error below a threshold" as the test for a true match: the probability
     that a true pair has a lower error than a false one (ties half), over all pairs of the matrices."""
-    scores, labels = _flat(errors, relevant)
-    ranks = _midranks(scores)  # 1 = the highest error
-    n_true = int(labels.sum())
-    n_false = labels.size - n_true
-    # Mann-Whitney: the true pairs' rank sum, less the least it could be, counts the (true, false) pairs
-    # ordered correctly.
-    return float((ranks[labels].sum() - n_true * (n_true + 1) / 2) / (n_true * n_false))
+    fpr, tpr = _roc_steps(errors, relevant)
+    return _area(fpr, tpr)
 
 
 def roc_curve(errors: np.ndarray, relevant: np.ndarray, points: int = 101) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve sampled at ``points`` evenly spaced false-positive rates from 0 to 1: (fpr, tpr), the
     true-positive rate being the highest any threshold reaches without exceeding that false-positive rate."""
-    scores, labels = _flat(errors, relevant)
-    order = np.argsort(-scores, kind="stable")  # increasing error
-    ranked_scores, ranked = scores[order], labels[order]
-    last = np.r_[ranked_scores[1:] != ranked_scores[:-1], True]  # a threshold takes all tied pairs at once
-    tpr = np.r_[0.0, np.cumsum(ranked)[last] / ranked.sum()]
-    fpr = np.r_[0.0, np.cumsum(~ranked)[last] / (~ranked).sum()]
-    grid = np.linspace(0.0, 1.0, points)
-    reached = np.searchsorted(fpr, grid, side="right") - 1  # the last threshold whose fpr <= grid
-    return grid, tpr[reached]
+    return _sampled(*_roc_steps(errors, relevant), points)
 
 
-def _flat(errors: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (higher = more likely a match) and labels of every (query, item) pair; both classes present."""
+def roc(errors: np.ndarray, relevant: np.ndarray, points: int = 101) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`roc_auc` and :func:`roc_curve` together, from one sort of the pairs: (auc, fpr, tpr)."""
+    fpr, tpr = _roc_steps(errors, relevant)
+    return (_area(fpr, tpr), *_sampled(fpr, tpr, points))
+
+
+def _roc_steps(errors: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1); tied errors are passed all at once."""
     errors, relevant = np.asarray(errors), np.asarray(relevant, dtype=bool)
     if errors.shape != relevant.shape:
         raise ValueError(f"errors {errors.shape} and relevant {relevant.shape} differ in shape")
     labels = relevant.ravel()
     if labels.all() or not labels.any():
         raise ValueError("the ROC needs both true and false matches")
-    return -errors.ravel().astype(np.float64), labels
+    flat = errors.ravel()
+    order = np.argsort(flat)  # ties form one step below, so their order does not matter
+    ranked_errors, ranked = flat[order], labels[order]
+    last = np.r_[ranked_errors[1:] != ranked_errors[:-1], True]
+    true_so_far = np.cumsum(ranked)[last]
+    false_so_far = np.flatnonzero(last) + 1 - true_so_far
+    return np.r_[0.0, false_so_far / false_so_far[-1]], np.r_[0.0, true_so_far / true_so_far[-1]]
 
 
-def _midranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1 (the smallest value), tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    ranked = values[order]
-    starts = np.r_[True, ranked[1:] != ranked[:-1]]
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    sizes = np.diff(np.r_[first, values.size])
-    ranks = np.empty(values.size)
-    ranks[order] = first[group] + (sizes[group] + 1) / 2
-    return ranks
+def _area(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """Trapezoid area under the ROC steps: a step over tied errors counts its (true, false) pairs half, as
+    the Mann-Whitney statistic does."""
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _sampled(fpr: np.ndarray, tpr: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The steps' highest true-positive rate at ``points`` evenly spaced false-positive rates."""
+    grid = np.linspace(0.0, 1.0, points)
+    reached = np.searchsorted(fpr, grid, side="right") - 1  # the last threshold whose fpr <= grid
+    return grid, tpr[reached]
