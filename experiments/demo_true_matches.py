@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import sys
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def main() -> None:
              "length-controlled": length_controlled_pairs(json_path, split="dev", seed=args.seed)}
     dev = load_split(data_dir, "dev")
     _, scenes = load_scenes(json_path, "dev")
-    words = demo.hierarchy_figures(demo.word_count_accuracy, pairs)
+    words = {name: demo.word_count_accuracy(set_pairs) for name, set_pairs in pairs.items()}
     print(f"{args.scale} world, seed {args.seed}, {scale.max_epochs} epochs; dev: {dev.n_images} images, "
           f"{len(pairs['all'])} hierarchy pairs, {len(pairs['length-controlled'])} length-controlled")
     print(f"{'loss':<14} {'hier all':>8} {'length-c.':>9} {'mAP':>6} {'AP gen.':>7} {'AP spec.':>8} {'AUC':>6} "
@@ -67,7 +66,7 @@ def main() -> None:
                     verbose=False, resume=True, **{**demo.train_options(scale), "true_matches": true_matches})
         model = load_model(run_dir)
         f = demo.evaluate_fold(model, dev, scenes)
-        h = demo.hierarchy_figures(functools.partial(demo.hierarchy_accuracy, model), pairs)
+        h = demo.hierarchy_accuracies(model, pairs)
         ap, t = f["average_precision"], f["t2i"]
         print(f"{name:<14} {h['all']:8.1f} {h['length-controlled']:9.1f} {ap['all']:6.1f} {ap['general']:7.1f} "
               f"{ap['specific']:8.1f} {f['roc']['auc']:6.3f} {t['R@1']:5.1f} {t['R@5']:5.1f} {t['R@10']:5.1f}",

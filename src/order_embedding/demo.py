@@ -2,11 +2,10 @@
 pixels and captions, and compare them on held-out retrieval and caption hierarchy."""
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .data.shapes_truth import is_true_of, load_scenes, parse_caption, truth_mat
 from .evaluation import average_metrics, evaluate_embeddings
 from .inference import LoadedModel, compute_errors, encode_sentences, encode_split, load_model
 from .measures import exact_topk, paired_errors
-from .relevance import average_precision, roc_auc, roc_curve
+from .relevance import average_precision, roc
 from .report import results_table, rounded
 from .train import trainer
 
@@ -155,14 +154,22 @@ def hierarchy_accuracy(model: LoadedModel, pairs: list[tuple[str, str]]) -> floa
     order less than the reverse, ``E(general, specific) < E(specific, general)``; ties
     count half, so a symmetric measure scores exactly 50.
     """
-    unique = sorted({c for pair in pairs for c in pair})  # a caption is in several pairs; encode it once
+    return hierarchy_accuracies(model, {"pairs": pairs})["pairs"]
+
+
+def hierarchy_accuracies(model: LoadedModel, pair_sets: dict[str, list[tuple[str, str]]]) -> dict[str, float]:
+    """:func:`hierarchy_accuracy` on each named set of pairs, rounded to 0.01."""
+    unique = sorted({c for pairs in pair_sets.values() for pair in pairs for c in pair})  # encoded once each
     row = {c: i for i, c in enumerate(unique)}
     embedded = torch.from_numpy(encode_sentences(model, unique))
-    general = embedded[[row[g] for g, _ in pairs]]
-    specific = embedded[[row[s] for _, s in pairs]]
-    forward = paired_errors(model.config.method, general, specific).numpy()
-    backward = paired_errors(model.config.method, specific, general).numpy()
-    return 100.0 * float(np.mean((forward < backward) + 0.5 * (forward == backward)))
+    out = {}
+    for name, pairs in pair_sets.items():
+        general = embedded[[row[g] for g, _ in pairs]]
+        specific = embedded[[row[s] for _, s in pairs]]
+        forward = paired_errors(model.config.method, general, specific).numpy()
+        backward = paired_errors(model.config.method, specific, general).numpy()
+        out[name] = round(100.0 * float(np.mean((forward < backward) + 0.5 * (forward == backward))), 2)
+    return out
 
 
 def precision_at_10(s: np.ndarray, im: np.ndarray, method: str, captions: list[str],
@@ -200,15 +207,10 @@ def evaluate_fold(model: LoadedModel, fold: Split, scenes: list[list[dict[str, A
     levels = caption_levels(fold.cap2img)
     by_level = {"all": ap.mean(), **{f"level {k}": ap[levels == k].mean() for k in LEVELS},
                 "general": ap[np.isin(levels, GENERAL)].mean(), "specific": ap[np.isin(levels, SPECIFIC)].mean()}
-    _, tpr = roc_curve(errors, truth, ROC_POINTS)
+    auc, _, tpr = roc(errors, truth, ROC_POINTS)
     return {**metrics, "precision_at_10": precision,
             "average_precision": {k: 100.0 * float(v) for k, v in by_level.items()},
-            "roc": {"auc": roc_auc(errors, truth), "tpr": tpr}}
-
-
-def hierarchy_figures(score: Callable[[list[tuple[str, str]]], float], pair_sets: dict[str, list[tuple[str, str]]]) -> dict[str, float]:
-    """``score`` (pairs -> percent) on each named set of pairs, rounded."""
-    return {name: round(score(pairs), 2) for name, pairs in pair_sets.items()}
+            "roc": {"auc": auc, "tpr": tpr}}
 
 
 def _mean_over_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -271,11 +273,12 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
         folds = [evaluate_fold(model, test.fold(k, fold_size), scenes[k * fold_size:(k + 1) * fold_size])
                  for k in range(n_folds)]
         results[preset] = {**_mean_over_folds(folds),
-                           "hierarchy": hierarchy_figures(functools.partial(hierarchy_accuracy, model), pair_sets),
+                           "hierarchy": hierarchy_accuracies(model, pair_sets),
                            "folds": [{**rounded({k: v for k, v in f.items() if k != "roc"}),
                                       "roc_auc": round(f["roc"]["auc"], 4)} for f in folds],
                            "run_dir": str(run_dir)}
-    results["baselines"] = {"word_count": {"hierarchy": hierarchy_figures(word_count_accuracy, pair_sets)}}
+    results["baselines"] = {"word_count": {"hierarchy": {name: round(word_count_accuracy(pairs), 2)
+                                                         for name, pairs in pair_sets.items()}}}
     results["hierarchy_pairs"] = {name: len(pairs) for name, pairs in pair_sets.items()}
     results["test_images"] = test.n_images
     results["seconds"] = round(time.time() - start, 1)
