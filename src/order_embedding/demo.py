@@ -59,11 +59,12 @@ class DemoScale:
 #: The full demo. Its 5,000 test images are scored as COCO 1K, the mean over five folds of 1,000, so that a
 #: seed's figures are not those of a single draw of 1,000 scenes. It trains with textbook Adam because the
 #: original's rule (``adam_original``), whose first steps are several times larger, stalls the CNN learned
-#: from pixels at this width; the drop after 32 of 36 epochs lets a seed whose models start slowly get as far
-#: before it, and the wider text model places the general caption below the specific one more often (docs/demo.md
-#: has the measurements).
-FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000, image_size=48, dim=512,
+#: from pixels at this width. On dev (``experiments/demo_variants.py``), 256 dimensions order held-out captions
+#: as well as 512 at half the time per update, and the length-controlled pairs gain with every epoch up to 36;
+#: the drop after 32 lets a seed whose models start slowly get as far before it (docs/demo.md).
+FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000, image_size=48, dim=256,
                  dim_word=128, max_epochs=36, lr_update=32, optimizer="adam", validations_per_epoch=1)
+
 #: The quick demo, within a minute on two idle cores: a small model, one validation, and the original's
 #: larger Adam steps, which are what lets so few updates learn anything of the caption hierarchy.
 QUICK = DemoScale(name="quick", out="demo-quick", n_train=2000, n_dev=200, n_test=1000, image_size=48, dim=256,
