@@ -5,7 +5,8 @@ Each seed generates its own shapes world and trains both models from scratch in
 ``OUT/seed{k}`` (a seed whose runs are already there is only evaluated again). Prints,
 per seed, the demo's table and its wall time; then, per model, the minimum, maximum and
 spread (max - min) over the seeds of each R@K, median and mean rank, the hierarchy check
-precision@10, average precision and ROC AUC (each the mean over the test folds); then, per model and seed, the spread
+precision@10, average precision and ROC AUC (each the mean over the test folds); then, per seed, the order
+model's figures less the symmetric model's; then, per model and seed, the spread
 of each R@K over the test folds (the test sampling noise within one seed); then, per model
 and seed, the largest change of the dev selection score
 (text-to-image R@1 + R@5 + R@10) between consecutive validations in the epochs before
@@ -70,6 +71,12 @@ def main() -> None:
         for name in table[0]:
             values = np.array([t[name] for t in table])
             print(f"    {name:<16} {values.min():7.1f} .. {values.max():7.1f}   spread {np.ptp(values):5.1f}")
+    print("order model minus symmetric model, per seed (seeds " + " | ".join(map(str, args.seeds)) + ")")
+    for name in ("i2t R@1", "i2t R@10", "t2i R@1", "t2i R@10", "P@10 general", "AP all", "AP general", "AP specific",
+                 "ROC AUC"):
+        diffs = [figures(results[s]["order"])[name] - figures(results[s]["symmetric"])[name] for s in args.seeds]
+        digits = 3 if name == "ROC AUC" else 1
+        print(f"    {name:<16} " + " | ".join(f"{d:+.{digits}f}" for d in diffs))
     print("spread of each R@K over the test folds within each seed (seeds " + " | ".join(map(str, args.seeds)) + ")")
     for model in ("order", "symmetric"):
         print(f"  {model}")
