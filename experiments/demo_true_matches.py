@@ -29,7 +29,7 @@ from order_embedding.data.shapes import (  # noqa: E402
     hierarchy_pairs_by_kind,
     length_controlled_pairs,
 )
-from order_embedding.data.shapes_truth import load_scenes  # noqa: E402
+from order_embedding.data.shapes_truth import load_scenes, truth_matrix  # noqa: E402
 from order_embedding.inference import load_model  # noqa: E402
 from order_embedding.train import trainer  # noqa: E402
 
@@ -53,6 +53,7 @@ def main() -> None:
              "length-controlled": length_controlled_pairs(json_path, split="dev", seed=args.seed)}
     dev = load_split(data_dir, "dev")
     _, scenes = load_scenes(json_path, "dev")
+    truth = truth_matrix(dev.captions, scenes)
     words = {name: demo.word_count_accuracy(set_pairs) for name, set_pairs in pairs.items()}
     print(f"{args.scale} world, seed {args.seed}, {scale.max_epochs} epochs; dev: {dev.n_images} images, "
           f"{len(pairs['all'])} hierarchy pairs, {len(pairs['length-controlled'])} length-controlled")
@@ -65,7 +66,7 @@ def main() -> None:
             trainer("order", name=name, save_dir=str(args.out / "runs"), data=str(data_dir), seed=args.seed,
                     verbose=False, resume=True, **{**demo.train_options(scale), "true_matches": true_matches})
         model = load_model(run_dir)
-        f = demo.evaluate_fold(model, dev, scenes)
+        f = demo.evaluate_fold(model, dev, truth)
         h = demo.hierarchy_accuracies(model, pairs)
         ap, t = f["average_precision"], f["t2i"]
         print(f"{name:<14} {h['all']:8.1f} {h['length-controlled']:9.1f} {ap['all']:6.1f} {ap['general']:7.1f} "

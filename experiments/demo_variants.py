@@ -33,7 +33,7 @@ from order_embedding.data.shapes import (  # noqa: E402
     hierarchy_pairs_by_kind,
     length_controlled_pairs,
 )
-from order_embedding.data.shapes_truth import load_scenes  # noqa: E402
+from order_embedding.data.shapes_truth import load_scenes, truth_matrix  # noqa: E402
 from order_embedding.inference import load_model  # noqa: E402
 from order_embedding.train import trainer  # noqa: E402
 
@@ -75,6 +75,7 @@ def main() -> None:
              "length-controlled": length_controlled_pairs(json_path, split="dev", seed=args.seed)}
     dev = load_split(data_dir, "dev")
     _, scenes = load_scenes(json_path, "dev")
+    truth = truth_matrix(dev.captions, scenes)
     words = {name: demo.word_count_accuracy(set_pairs) for name, set_pairs in pairs.items()}
     print(f"{args.scale} world, seed {args.seed}; dev: {dev.n_images} images, {len(pairs['all'])} hierarchy pairs, "
           f"{len(pairs['length-controlled'])} length-controlled")
@@ -93,7 +94,7 @@ def main() -> None:
                     trainer(preset, name=name, save_dir=str(args.out / "runs"), data=str(data_dir), seed=args.seed,
                             verbose=False, resume=True, **demo.train_options(scale), **extra)
                 model = load_model(run_dir)
-                f = demo.evaluate_fold(model, dev, scenes)
+                f = demo.evaluate_fold(model, dev, truth)
                 h = demo.hierarchy_accuracies(model, pairs)
                 ap, t = f["average_precision"], f["t2i"]
                 row = {"hier all": h["all"], "length-c.": h["length-controlled"], "mAP": ap["all"],

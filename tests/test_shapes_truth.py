@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from order_embedding.data import shapes
-from order_embedding.data.shapes_truth import is_true_of, load_scenes, parse_caption
+from order_embedding.data.shapes_truth import is_true_of, load_scenes, parse_caption, truth_matrix
 from order_embedding.demo import precision_at_10
 
 
@@ -73,15 +73,13 @@ def test_precision_at_10_against_a_direct_computation(world):
     share = np.array([np.mean([true_by_facts(facts[c], entries[j]) for j in np.argsort(errors[c], kind="stable")[:10]])
                       for c in range(300)])
     place = np.arange(300) % 5
-    got = precision_at_10(s, im, "order", captions, scenes, cap2img)
+    got = precision_at_10(s, im, "order", truth_matrix(captions, scenes), cap2img)
     assert got["all"] == pytest.approx(100 * share.mean())
     assert got["general"] == pytest.approx(100 * share[place < 2].mean())
     assert got["specific"] == pytest.approx(100 * share[place >= 3].mean())
 
 
 def test_truth_matrix_is_the_checker_on_every_pair(world):
-    from order_embedding.data.shapes_truth import truth_matrix
-
     path, _ = world
     captions, scenes = load_scenes(path, "test")
     expected = np.array([[is_true_of(parse_caption(c), s) for s in scenes] for c in captions])

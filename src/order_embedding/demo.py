@@ -17,7 +17,7 @@ from . import options, runs
 from .batching import batches_per_epoch
 from .data import FOLD_SIZE, Split, load_split
 from .data.shapes import JSON_NAME, PAIR_KINDS, generate_shapes, hierarchy_pairs_by_kind, length_controlled_pairs, word_count
-from .data.shapes_truth import is_true_of, load_scenes, parse_caption, truth_matrix
+from .data.shapes_truth import load_scenes, truth_matrix
 from .evaluation import average_metrics, evaluate_embeddings
 from .inference import LoadedModel, compute_errors, encode_sentences, encode_split, load_model
 from .measures import exact_topk, paired_errors
@@ -183,15 +183,14 @@ def hierarchy_accuracies(model: LoadedModel, pair_sets: dict[str, list[tuple[str
     return out
 
 
-def precision_at_10(s: np.ndarray, im: np.ndarray, method: str, captions: list[str],
-                    scenes: list[list[dict[str, Any]]], cap2img: np.ndarray) -> dict[str, float]:
-    """Percent of each caption's 10 best images that the caption truly describes, averaged over captions:
-    all of them, the general ones and the specific ones (:data:`GENERAL`, :data:`SPECIFIC`)."""
+def precision_at_10(s: np.ndarray, im: np.ndarray, method: str, truth: np.ndarray,
+                    cap2img: np.ndarray) -> dict[str, float]:
+    """Percent of each caption's 10 best images that the caption truly describes (``truth``, captions x
+    images), averaged over captions: all of them, the general ones and the specific ones (:data:`GENERAL`,
+    :data:`SPECIFIC`)."""
     _, top = exact_topk(s, im, method, 10)
-    claims = [parse_caption(c) for c in captions]
-    share = np.array([np.mean([is_true_of(claim, scenes[j]) for j in row]) for claim, row in zip(claims, top)])
-    cap2img = np.asarray(cap2img)
-    place = np.arange(len(cap2img)) - np.searchsorted(cap2img, cap2img) + 1  # 1..5 within each image
+    share = np.take_along_axis(np.asarray(truth, dtype=bool), top, axis=1).mean(axis=1)
+    place = caption_levels(cap2img)
     return {"all": 100.0 * float(share.mean()),
             "general": 100.0 * float(share[np.isin(place, GENERAL)].mean()),
             "specific": 100.0 * float(share[np.isin(place, SPECIFIC)].mean())}
@@ -203,17 +202,17 @@ def caption_levels(cap2img: np.ndarray) -> np.ndarray:
     return np.arange(len(cap2img)) - np.searchsorted(cap2img, cap2img) + 1
 
 
-def evaluate_fold(model: LoadedModel, fold: Split, scenes: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """A loaded model's figures on one test fold whose images show ``scenes``: R@K and ranks, precision@10,
+def evaluate_fold(model: LoadedModel, fold: Split, truth: np.ndarray) -> dict[str, Any]:
+    """A loaded model's figures on one test fold, ``truth`` saying which of its images each of its captions
+    describes (:func:`shapes_truth.truth_matrix`): R@K and ranks, precision@10,
     average precision over every image each caption truly describes (percent; all captions, each level, the
     general and the specific ones), and the ROC of "the error is below a threshold" as the test for "this
     caption describes this image" (``roc``: its area and the true-positive rates at :data:`ROC_POINTS`
     false-positive rates)."""
     s, im = encode_split(model, fold)
     metrics = evaluate_embeddings(s, im, fold.cap2img, model.config.method)
-    precision = precision_at_10(s, im, model.config.method, fold.captions, scenes, fold.cap2img)
+    precision = precision_at_10(s, im, model.config.method, truth, fold.cap2img)
     errors = compute_errors(model, s, im)
-    truth = truth_matrix(fold.captions, scenes)
     ap = average_precision(errors, truth)
     levels = caption_levels(fold.cap2img)
     by_level = {"all": ap.mean(), **{f"level {k}": ap[levels == k].mean() for k in LEVELS},
@@ -268,6 +267,8 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
         raise ValueError(f"{json_path}: the test captions differ from those of the loaded split")
     n_folds = max(1, test.n_images // scale.fold_size)
     fold_size = min(scale.fold_size, test.n_images)
+    folds = [test.fold(k, fold_size) for k in range(n_folds)]
+    truths = [truth_matrix(fold.captions, scenes[k * fold_size:(k + 1) * fold_size]) for k, fold in enumerate(folds)]
     results: dict[str, Any] = {
         "seed": seed, "scale": asdict(scale),
         "protocol": (f"{test.n_images:,} held-out test images"
@@ -281,12 +282,11 @@ def run_demo(out_dir: str | Path | None = None, scale: DemoScale = FULL, seed: i
             trainer(preset, name=preset, save_dir=str(out_dir / "runs"), data=str(data_dir), seed=seed,
                     verbose=verbose, resume=True, **train_options(scale))
         model = load_model(run_dir)
-        folds = [evaluate_fold(model, test.fold(k, fold_size), scenes[k * fold_size:(k + 1) * fold_size])
-                 for k in range(n_folds)]
-        results[preset] = {**_mean_over_folds(folds),
+        figures = [evaluate_fold(model, fold, truth) for fold, truth in zip(folds, truths)]
+        results[preset] = {**_mean_over_folds(figures),
                            "hierarchy": hierarchy_accuracies(model, pair_sets),
                            "folds": [{**rounded({k: v for k, v in f.items() if k != "roc"}),
-                                      "roc_auc": round(f["roc"]["auc"], 4)} for f in folds],
+                                      "roc_auc": round(f["roc"]["auc"], 4)} for f in figures],
                            "run_dir": str(run_dir)}
     results["baselines"] = {"word_count": {"hierarchy": {name: round(word_count_accuracy(pairs), 2)
                                                          for name, pairs in pair_sets.items()}}}

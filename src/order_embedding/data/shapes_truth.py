@@ -155,8 +155,9 @@ def claim_truth(claim: Claim, table: SceneTable) -> np.ndarray:
 def truth_matrix(captions: Sequence[str], scenes: Sequence[Sequence[dict[str, Any]]]) -> np.ndarray:
     """Captions x scenes: whether each caption is true of each scene."""
     table = scene_table(scenes)
-    return np.array([claim_truth(parse_caption(c), table) for c in captions], dtype=bool).reshape(
-        len(captions), len(scenes))
+    unique, row = np.unique(np.asarray(captions, dtype=object), return_inverse=True)  # general captions recur
+    truth = np.array([claim_truth(parse_caption(c), table) for c in unique], dtype=bool).reshape(len(unique), len(scenes))
+    return truth[row.reshape(-1)]
 
 
 def _universe(claims: Sequence[Claim]) -> SceneTable:
