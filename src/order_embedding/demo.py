@@ -35,8 +35,7 @@ class DemoScale:
     first layer width; ``max_epochs`` and ``lr_update`` (the epoch count after which the learning rate drops
     tenfold, or None); ``optimizer``; ``validation_epochs``: epochs between dev validations (0: only after the
     last update); ``fold_size``: the test images are scored as the mean over folds of this many; ``out``: the
-    default folder; ``true_matches``: the training option of that name, for both models; ``training``: what
-    the printed table says of how both models were trained, and why.
+    default folder; ``training``: what the printed table says of how both models were trained, and why.
     """
 
     name: str
@@ -56,7 +55,6 @@ class DemoScale:
     batch_size: int = 128
     lrate: float = 0.002
     fold_size: int = FOLD_SIZE
-    true_matches: bool = False
     training: str = ""
 
 
@@ -72,14 +70,11 @@ FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000,
                           "which the CNN learned from pixels needs")
 
 #: The quick demo, within a minute on two idle cores: a small model, one validation, and the original's
-#: larger Adam steps, which are what lets so few updates learn anything of the caption hierarchy. With the
-#: paper's loss its order model ranks the length-controlled pairs barely above chance on dev (53 %); with
-#: ``true_matches`` 75 % (``experiments/demo_variants.py --scale quick``, docs/demo.md).
+#: larger Adam steps, which are what lets so few updates learn anything of the caption hierarchy.
 QUICK = DemoScale(name="quick", out="demo-quick", n_train=2000, n_dev=200, n_test=1000, image_size=48, dim=256,
                   dim_word=64, max_epochs=3, lr_update=None, optimizer="adam_original", validation_epochs=0,
-                  true_matches=True,
-                  training="true_matches (a batch image the caption truly describes is never its negative); with "
-                           "the paper's loss, 3 epochs learn little beyond caption length (docs/demo.md)")
+                  training="the paper's loss and the original's Adam for 3 epochs, a minute's work: too little "
+                           "to learn much beyond caption length (docs/demo.md)")
 
 #: The file beside the world's data set that records the seed and scale it was made with.
 WORLD_RECORD = "world.json"
@@ -105,7 +100,7 @@ def train_options(scale: DemoScale) -> dict[str, Any]:
             "lrate": scale.lrate, "dispFreq": 10, "dim": scale.dim, "dim_word": scale.dim_word,
             "backbone_options": {"image_size": scale.image_size, "width": scale.cnn_width},
             "max_epochs": scale.max_epochs, "lr_update": scale.lr_update, "optimizer": scale.optimizer,
-            "validFreq": valid_freq, "true_matches": scale.true_matches}
+            "validFreq": valid_freq}
 
 
 def world_record(scale: DemoScale, seed: int) -> dict[str, Any]:
