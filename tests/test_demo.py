@@ -58,7 +58,8 @@ def tiny_scale():
 
     return demo.DemoScale(name="tiny", out="unused", n_train=24, n_dev=8, n_test=24, image_size=48, dim=8,
                           dim_word=6, max_epochs=1, lr_update=None, optimizer="adam_original",
-                          validation_epochs=0, dim_image=8, cnn_width=4, batch_size=8, fold_size=8)
+                          validation_epochs=0, dim_image=8, cnn_width=4, batch_size=8, fold_size=8,
+                          training="a tiny schedule for the tests")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,8 @@ def test_demo_scores_the_mean_over_test_folds(tiny_demo):
         mean = np.mean([f["precision_at_10"][key] for f in folds])
         assert result["order"]["precision_at_10"][key] == pytest.approx(mean, abs=0.01)
     assert result["order"]["roc"]["auc"] == pytest.approx(np.mean([f["roc_auc"] for f in folds]), abs=1e-3)
-    assert "mean over 3 folds of 8" in demo.format_demo(result)
+    printed = demo.format_demo(result)
+    assert "mean over 3 folds of 8" in printed and "both models trained with a tiny schedule for the tests" in printed
 
 
 def test_average_precision_and_roc_of_a_fold_recomputed(tiny_demo):
@@ -228,3 +230,12 @@ def test_idle_cores_sees_a_busy_process():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_validation_schedule_of_the_scales():
+    from order_embedding import demo
+
+    # 8,000 images in batches of 128: 62 full batches and one of 64, 63 updates an epoch; every 4 epochs.
+    assert demo.train_options(demo.FULL)["validFreq"] == 4 * 63
+    # 2,000 images: 15 full batches and one of 80; validated once, after the last of 3 epochs.
+    assert demo.train_options(demo.QUICK)["validFreq"] == 3 * 16

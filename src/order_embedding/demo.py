@@ -321,7 +321,8 @@ def format_demo(results: dict[str, Any]) -> str:
     n, folds = results["test_images"], len(rows["order"]["folds"])
     title = (f"shapes world (seed {results['seed']}, {results['scale']['name']} scale), {n:,} held-out test images"
              + ("" if folds == 1 else f": the mean over {folds} folds of {n // folds:,}"))
-    lines = [results_table(rows, title), f"both models trained with {results['scale']['training']}", ""]
+    training = results["scale"].get("training")
+    lines = [results_table(rows, title), *([f"both models trained with {training}"] if training else []), ""]
     words = results["baselines"]["word_count"]["hierarchy"]
     lines += ["hierarchy check: percent of held-out (general, specific) caption pairs in which the model places the",
               "general caption below the specific one (ties half). The symmetric model ties every pair, so it scores",
