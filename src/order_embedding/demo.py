@@ -337,11 +337,13 @@ def format_demo(results: dict[str, Any]) -> str:
         p = rows[name]["precision_at_10"]
         lines.append(f"  {name:<10} all {p['all']:5.1f}%   general {p['general']:5.1f}%   specific {p['specific']:5.1f}%")
     lines.append("average precision over every test image a caption truly describes (percent; mAP = all captions; "
-                 "level 1 = the most general caption of an image, 5 = the full description):")
-    lines.append(f"  {'':<10} {'all':>5}" + "".join(f" {'level ' + str(k):>8}" for k in LEVELS))
+                 "level 1 = the most general caption of an image, 5 = the full description; general = levels "
+                 f"{GENERAL[0]}-{GENERAL[-1]}):")
+    lines.append(f"  {'':<10} {'all':>5} {'general':>8}" + "".join(f" {'level ' + str(k):>8}" for k in LEVELS))
     for name in rows:
         ap = rows[name]["average_precision"]
-        lines.append(f"  {name:<10} {ap['all']:5.1f}" + "".join(f" {ap[f'level {k}']:8.1f}" for k in LEVELS))
+        lines.append(f"  {name:<10} {ap['all']:5.1f} {ap['general']:8.1f}"
+                     + "".join(f" {ap[f'level {k}']:8.1f}" for k in LEVELS))
     lines.append("does this caption describe this image, by a threshold on the error (all caption-image pairs): "
                  "ROC AUC " + ", ".join(f"{name} {rows[name]['roc']['auc']:.3f}" for name in rows))
     lines.append("")
