@@ -44,6 +44,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "d256-e36": ({"dim": 256, "max_epochs": 36, "lr_update": 32}, {}),
     "d256-e24": ({"dim": 256, "max_epochs": 24, "lr_update": 20}, {}),
     "d256-e18": ({"dim": 256, "max_epochs": 18, "lr_update": 16}, {}),
+    "drop-after-24": ({"lr_update": 24}, {}),
+    "lrate-0.001": ({"lrate": 0.001}, {}),
     "true-matches": ({}, {"true_matches": True}),
     "d256-e24-true-matches": ({"dim": 256, "max_epochs": 24, "lr_update": 20}, {"true_matches": True}),
 }

@@ -62,7 +62,7 @@ class DemoScale:
 #: seed's figures are not those of a single draw of 1,000 scenes. It trains with textbook Adam because the
 #: original's rule (``adam_original``), whose first steps are several times larger, stalls the CNN learned
 #: from pixels at this width. On dev (``experiments/demo_variants.py``), 256 dimensions order held-out captions
-#: as well as 512 at half the time per update, and the length-controlled pairs gain with every epoch up to 36;
+#: as well as 512 at two thirds of the time per update, and the length-controlled pairs gain with every epoch up to 36;
 #: the drop after 32 lets a seed whose models start slowly get as far before it (docs/demo.md).
 FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000, image_size=48, dim=256,
                  dim_word=128, max_epochs=36, lr_update=32, optimizer="adam", validation_epochs=4,
