@@ -70,7 +70,8 @@ def main() -> None:
         print(f"  {model}")
         for name in table[0]:
             values = np.array([t[name] for t in table])
-            print(f"    {name:<16} {values.min():7.1f} .. {values.max():7.1f}   spread {np.ptp(values):5.1f}")
+            d = 3 if name == "ROC AUC" else 1
+            print(f"    {name:<16} {values.min():7.{d}f} .. {values.max():7.{d}f}   spread {np.ptp(values):5.{d}f}")
     print("order model minus symmetric model, per seed (seeds " + " | ".join(map(str, args.seeds)) + ")")
     for name in ("i2t R@1", "i2t R@10", "t2i R@1", "t2i R@10", "P@10 general", "AP all", "AP general", "AP specific",
                  "ROC AUC"):
