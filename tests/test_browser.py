@@ -230,6 +230,13 @@ def test_every_page_in_headless_chromium(server, browser, tmp_path):
     expected = [api[d]["metrics"][k] for d in ("i2t", "t2i") for k in ("R@1", "R@5", "R@10", "medr", "meanr")]
     assert [float(x) for x in row[1:]] == pytest.approx(expected, abs=0.051)
     assert "test split: all 16 images ranked at once" in browser.find_element(By.ID, "curves-protocol").text
+    # the ROC the order run recorded in results.json, drawn beside the curves (the symmetric run records none)
+    wait(browser, lambda d: d.execute_script("return chartCSV('curves-roc')").count("\n") > 1)
+    csv = browser.execute_script("return chartCSV('curves-roc')").strip().splitlines()
+    assert csv[0] == "series,false positive rate,value,drawn"
+    assert [[float(v) for v in line.split(",")[1:3]] for line in csv[1:]] == [[0, 0], [0.2, 0.7], [1, 1]]
+    assert {line.split(",")[0] for line in csv[1:]} == {"order (AUC 0.8)"}
+    assert "mean over 2 folds of 8 test images" in browser.find_element(By.ID, "curves-roc-protocol").text
     browser.save_screenshot(str(shots / "curves.png"))
 
     # Browser: ten captions with their top ten thumbnails, each image the caption truly describes marked.

@@ -647,6 +647,29 @@ async function renderCurves() {
   table.innerHTML = `<table class="table" id="curves-metrics"><tr><th rowspan="2">model (${esc(split)})</th>
     <th colspan="5">caption retrieval (image &rarr; text)</th><th colspan="5">image retrieval (text &rarr; image)</th></tr>
     <tr>${"<th>R@1</th><th>R@5</th><th>R@10</th><th>med r</th><th>mean r</th>".repeat(2)}</tr>${rows.join("")}</table>`;
+  await drawRecordedRocs(runsToShow, seq);
+}
+
+// The ROC curves the ticked runs recorded in results.json (the demo's "does this caption describe this
+// image" over its test folds): recorded, not recomputed here, so they keep the run's own protocol.
+async function drawRecordedRocs(runsToShow, seq) {
+  const box = document.getElementById("curves-roc");
+  const recorded = await Promise.all(runsToShow.filter(r => r.has_results)
+    .map(r => api("/api/results", { run: r.id }).then(d => [r.id, d.results]).catch(() => [r.id, null])));
+  if (seq !== state.curvesSeq) return;
+  box.innerHTML = "";
+  const series = recorded.filter(([, res]) => res && isRoc(res.roc)).map(([run, res]) => ({
+    name: `${run}${res.roc.auc !== undefined ? ` (AUC ${fmtValue(res.roc.auc)})` : ""}`, run, color: colorOf(run),
+    points: res.roc.fpr.map((f, i) => [f, res.roc.tpr[i]]), protocol: res.protocol }));
+  if (!series.length) return;
+  lineChart(box, series, { id: "curves-roc", title: "does this caption describe this image: ROC by a threshold on the error",
+    xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 });
+  const protocols = [...new Set(series.map(s => s.protocol).filter(p => typeof p === "string"))];
+  const note = document.createElement("p");
+  note.className = "hint";
+  note.id = "curves-roc-protocol";
+  note.textContent = `From each run's results.json, not the split above: ${protocols.join("; ") || "protocol not recorded"}`;
+  box.appendChild(note);
 }
 
 // ------------------------------------------------------------------ browser
