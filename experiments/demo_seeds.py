@@ -43,7 +43,8 @@ def figures(result: dict) -> dict[str, float]:
 
 
 def dev_swings(run_dir: Path, lr_update: int | None) -> tuple[float, float]:
-    """Largest |change| of the dev score between consecutive validations, before and after the drop."""
+    """Largest |change| of the dev score between consecutive validations, before and after the drop
+    (NaN where there are fewer than two validations)."""
     valid = [r for r in runs.read_metrics(run_dir) if r["event"] == "valid"]
     before, after = [], []
     for a, b in zip(valid, valid[1:]):
@@ -85,11 +86,13 @@ def main() -> None:
         for name in (n for n in per_seed[0][0] if "R@" in n):
             cells = " | ".join(f"{np.ptp([f[name] for f in folds]):5.1f}" for folds in per_seed)
             print(f"    {name:<16} {cells}")
-    print(f"largest change of the dev score between consecutive validations (epochs < {FULL.lr_update} | after)")
+    print(f"largest change of the dev score between consecutive validations (epochs < {FULL.lr_update} | after;"
+          " - where fewer than two validations fall there)")
     for seed in args.seeds:
         for model in ("order", "symmetric"):
-            before, after = dev_swings(Path(results[seed][model]["run_dir"]), FULL.lr_update)
-            print(f"  seed {seed} {model:<10} {before:5.1f} | {after:5.1f}")
+            swings = dev_swings(Path(results[seed][model]["run_dir"]), FULL.lr_update)
+            before, after = ("    -" if np.isnan(v) else f"{v:5.1f}" for v in swings)
+            print(f"  seed {seed} {model:<10} {before} | {after}")
     print(f"CPU: {cpu_model()}")
 
 
