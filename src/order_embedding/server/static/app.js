@@ -662,14 +662,16 @@ async function drawRecordedRocs(runsToShow, seq) {
     name: `${run}${res.roc.auc !== undefined ? ` (AUC ${fmtValue(res.roc.auc)})` : ""}`, run, color: colorOf(run),
     points: res.roc.fpr.map((f, i) => [f, res.roc.tpr[i]]), protocol: res.protocol }));
   if (!series.length) return;
-  lineChart(box, series, { id: "curves-roc", title: "does this caption describe this image: ROC by a threshold on the error",
-    xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 });
   const protocols = [...new Set(series.map(s => s.protocol).filter(p => typeof p === "string"))];
   const note = document.createElement("p");
   note.className = "hint";
   note.id = "curves-roc-protocol";
-  note.textContent = `From each run's results.json, not the split above: ${protocols.join("; ") || "protocol not recorded"}`;
-  box.appendChild(note);
+  note.textContent = `ROC from each run's results.json, not from the split above: ${protocols.join("; ") || "protocol not recorded"}`;
+  const charts = document.createElement("div");
+  charts.className = "charts";
+  box.append(note, charts);
+  lineChart(charts, series, { id: "curves-roc", title: "ROC: does a caption describe an image",
+    xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 });
 }
 
 // ------------------------------------------------------------------ browser
