@@ -73,8 +73,8 @@ FULL = DemoScale(name="full", out="demo", n_train=8000, n_dev=1000, n_test=5000,
 #: larger Adam steps, which are what lets so few updates learn anything of the caption hierarchy.
 QUICK = DemoScale(name="quick", out="demo-quick", n_train=2000, n_dev=200, n_test=1000, image_size=48, dim=256,
                   dim_word=64, max_epochs=3, lr_update=None, optimizer="adam_original", validation_epochs=0,
-                  training="the paper's loss and the original's Adam for 3 epochs, a minute's work: too little "
-                           "to learn much beyond caption length (docs/demo.md)")
+                  training="the paper's loss and the original's Adam for 3 epochs: too little to learn much "
+                           "beyond caption length, and its figures move with the seed and thread count (docs/demo.md)")
 
 #: The file beside the world's data set that records the seed and scale it was made with.
 WORLD_RECORD = "world.json"
