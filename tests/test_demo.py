@@ -58,7 +58,7 @@ def tiny_scale():
 
     return demo.DemoScale(name="tiny", out="unused", n_train=24, n_dev=8, n_test=24, image_size=48, dim=8,
                           dim_word=6, max_epochs=1, lr_update=None, optimizer="adam_original",
-                          validation_epochs=0, dim_image=8, cnn_width=4, batch_size=8, fold_size=8,
+                          lrate=0.002, validation_epochs=0, dim_image=8, cnn_width=4, batch_size=8, fold_size=8,
                           training="a tiny schedule for the tests")
 
 
