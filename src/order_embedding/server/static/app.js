@@ -434,6 +434,12 @@ async function renderTraining() {
 // objects of figures (models, baselines) as one table with a column each, ROC curves drawn, lists of
 // objects (folds) as tables.
 function isRoc(v) { return v && typeof v === "object" && Array.isArray(v.fpr) && Array.isArray(v.tpr); }
+// One recorded ROC curve as a chart series, named with its AUC when it has one.
+function rocSeries(name, roc, color) {
+  return { name: `${name}${roc.auc !== undefined ? ` (AUC ${fmtValue(roc.auc)})` : ""}`, color,
+           points: roc.fpr.map((f, i) => [f, roc.tpr[i]]) };
+}
+const ROC_AXES = { xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 };
 function isPlain(v) { return v === null || typeof v !== "object"; }
 function flatFigures(obj, prefix, out) {
   for (const [k, v] of Object.entries(obj)) {
@@ -532,10 +538,8 @@ async function renderResults() {
     renderFigures(res, "", 0) + `<div id="results-roc" class="charts"></div>`;
   const rocs = findRocs(res, "", []);
   if (rocs.length) {
-    lineChart(document.getElementById("results-roc"), rocs.map(([k, v]) => ({
-      name: `${k}${v.auc !== undefined ? ` (AUC ${fmtValue(v.auc)})` : ""}`, color: colorOf(`roc ${k}`),
-      points: v.fpr.map((f, i) => [f, v.tpr[i]]) })),
-      { id: "roc", title: "ROC", xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 });
+    lineChart(document.getElementById("results-roc"), rocs.map(([k, v]) => rocSeries(k, v, colorOf(`roc ${k}`))),
+      { id: "roc", title: "ROC", ...ROC_AXES });
   }
 }
 
@@ -621,6 +625,7 @@ async function renderCurves() {
   if (!runsToShow.length) {
     charts.innerHTML = "<p class='hint'>Tick caption-image runs with a saved model on the Runs page.</p>";
     table.innerHTML = "";
+    document.getElementById("curves-roc").innerHTML = "";
     return;
   }
   charts.innerHTML = `<p class='hint'>${esc(waitNote(runsToShow.map(r => r.id), split) || "computing ranks…")}</p>`;
@@ -658,9 +663,8 @@ async function drawRecordedRocs(runsToShow, seq) {
     .map(r => api("/api/results", { run: r.id }).then(d => [r.id, d.results]).catch(() => [r.id, null])));
   if (seq !== state.curvesSeq) return;
   box.innerHTML = "";
-  const series = recorded.filter(([, res]) => res && isRoc(res.roc)).map(([run, res]) => ({
-    name: `${run}${res.roc.auc !== undefined ? ` (AUC ${fmtValue(res.roc.auc)})` : ""}`, run, color: colorOf(run),
-    points: res.roc.fpr.map((f, i) => [f, res.roc.tpr[i]]), protocol: res.protocol }));
+  const series = recorded.filter(([, res]) => res && isRoc(res.roc))
+    .map(([run, res]) => ({ ...rocSeries(run, res.roc, colorOf(run)), run, protocol: res.protocol }));
   if (!series.length) return;
   const protocols = [...new Set(series.map(s => s.protocol).filter(p => typeof p === "string"))];
   const note = document.createElement("p");
@@ -670,8 +674,7 @@ async function drawRecordedRocs(runsToShow, seq) {
   const charts = document.createElement("div");
   charts.className = "charts";
   box.append(note, charts);
-  lineChart(charts, series, { id: "curves-roc", title: "ROC: does a caption describe an image",
-    xLabel: "false positive rate", yLabel: "true positive rate", markers: false, yMin: 0, yMax: 1 });
+  lineChart(charts, series, { id: "curves-roc", title: "ROC: does a caption describe an image", ...ROC_AXES });
 }
 
 // ------------------------------------------------------------------ browser
