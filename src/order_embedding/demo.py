@@ -34,8 +34,9 @@ class DemoScale:
     ``dim_word``, ``dim_image``: the embedding, word and image-feature sizes; ``cnn_width``: the small CNN's
     first layer width; ``max_epochs`` and ``lr_update`` (the epoch count after which the learning rate drops
     tenfold, or None); ``optimizer`` and its learning rate ``lrate``; ``validation_epochs``: epochs between dev
-    validations (0: only after the last update); ``fold_size``: the test images are scored as the mean over folds of this many; ``out``: the
-    default folder; ``training``: what the printed table says of how both models were trained, and why.
+    validations (0: only after the last update); ``fold_size``: the test images are scored as the mean over
+    folds of this many; ``out``: the default folder; ``training``: what the printed table says of how both
+    models were trained, and why.
     """
 
     name: str
